@@ -1,0 +1,223 @@
+"""ORM models: what Foldwise records. The schema itself is created only by Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so that migrations can alter them on SQLite and PostgreSQL alike.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Label(Base):
+    """The vocabulary: one row per label name ever seen."""
+
+    __tablename__ = "labels"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DataPull(Base):
+    """One pull of the source: what arrived and what became of it."""
+
+    __tablename__ = "data_pulls"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    source: Mapped[str] = mapped_column(Text)
+    n_rows: Mapped[int] = mapped_column(default=0)
+    n_added: Mapped[int] = mapped_column(default=0)
+    n_updated: Mapped[int] = mapped_column(default=0)
+    n_unchanged: Mapped[int] = mapped_column(default=0)
+    n_rejected: Mapped[int] = mapped_column(default=0)
+    dataset_version: Mapped[str] = mapped_column(String(64))
+    dataset_size: Mapped[int] = mapped_column(default=0)
+    rejected_rows: Mapped[list[RejectedRow]] = relationship(back_populates="pull")
+
+
+class RejectedRow(Base):
+    __tablename__ = "rejected_rows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id", ondelete="CASCADE"), index=True)
+    file: Mapped[str] = mapped_column(Text)
+    line: Mapped[int]
+    sample_key: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    pull: Mapped[DataPull] = relationship(back_populates="rejected_rows")
+
+
+class Sample(Base):
+    """One labeled image. `key` is the id in the label file (Planet's image_name)."""
+
+    __tablename__ = "samples"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(500), unique=True)
+    image_path: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    # Size and mtime let a re-pull skip decoding and hashing images that did not change.
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    file_mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    is_fixed_holdout: Mapped[bool] = mapped_column(default=False)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    first_pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id"))
+    updated_pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id"))
+    labels: Mapped[list[Label]] = relationship(secondary="sample_labels", order_by="Label.name")
+
+
+class SampleLabel(Base):
+    __tablename__ = "sample_labels"
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id"), primary_key=True, index=True)
+
+
+class FoldSet(Base):
+    """One assignment of samples to folds; a run trains on one fold set."""
+
+    __tablename__ = "fold_sets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    strategy: Mapped[str] = mapped_column(String(20))
+    n_folds: Mapped[int]
+    seed: Mapped[int]
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("fold_sets.id"))
+    dataset_version: Mapped[str] = mapped_column(String(64))
+    n_samples: Mapped[int]
+    n_holdout: Mapped[int]
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class FoldAssignment(Base):
+    __tablename__ = "fold_assignments"
+    fold_set_id: Mapped[int] = mapped_column(ForeignKey("fold_sets.id", ondelete="CASCADE"), primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
+    fold: Mapped[int]
+
+
+class FoldLabelCount(Base):
+    __tablename__ = "fold_label_counts"
+    fold_set_id: Mapped[int] = mapped_column(ForeignKey("fold_sets.id", ondelete="CASCADE"), primary_key=True)
+    fold: Mapped[int] = mapped_column(primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id"), primary_key=True)
+    count: Mapped[int]
+
+
+class Run(Base):
+    """One retraining run, whatever became of it (running, succeeded, skipped, failed, crashed)."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_status_started", "status", "started_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]]
+    seed: Mapped[int]
+    dataset_version: Mapped[str | None] = mapped_column(String(64))
+    dataset_size: Mapped[int | None]
+    pull_id: Mapped[int | None] = mapped_column(ForeignKey("data_pulls.id"))
+    fold_set_id: Mapped[int | None] = mapped_column(ForeignKey("fold_sets.id"))
+    package_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    vocabulary: Mapped[list[Any] | None]
+    beta: Mapped[float | None]
+    global_threshold: Mapped[float | None]
+
+
+class Epoch(Base):
+    """One epoch of one stage of one fold: the learning curve."""
+
+    __tablename__ = "epochs"
+    __table_args__ = (Index("ix_epochs_run_fold", "run_id", "fold"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    fold: Mapped[int]
+    stage: Mapped[int]
+    size: Mapped[int]
+    epoch: Mapped[int]
+    train_loss: Mapped[float | None]
+    valid_loss: Mapped[float | None]
+    accuracy_multi: Mapped[float | None]
+    fbeta: Mapped[float | None]
+    seconds: Mapped[float]
+
+
+class FoldResult(Base):
+    __tablename__ = "fold_results"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    fold: Mapped[int] = mapped_column(primary_key=True)
+    n_train: Mapped[int]
+    n_valid: Mapped[int]
+    seconds: Mapped[float]
+    weights_path: Mapped[str] = mapped_column(Text)
+
+
+class Prediction(Base):
+    """Probabilities of one sample, in the order of the run's vocabulary: out-of-fold, or the holdout
+    averaged over folds."""
+
+    __tablename__ = "predictions"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(10))  # "oof" or "holdout"
+    fold: Mapped[int]
+    probabilities: Mapped[list[Any]]
+
+
+class ClassThreshold(Base):
+    __tablename__ = "class_thresholds"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200), primary_key=True)
+    threshold: Mapped[float]
+    fbeta: Mapped[float]
+    positives: Mapped[int]
+    fallback: Mapped[bool]
+    curve: Mapped[list[Any]]  # F-beta at thresholds 0.00, 0.01, ..., 1.00
+
+
+class ClassMetric(Base):
+    __tablename__ = "class_metrics"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(10), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200), primary_key=True)
+    support: Mapped[int]
+    precision: Mapped[float]
+    recall: Mapped[float]
+    f1: Mapped[float]
+    fbeta: Mapped[float]
+    average_precision: Mapped[float | None]
+
+
+class RunMetric(Base):
+    """Overall metrics of a run's ensemble on one split ("oof", "holdout")."""
+
+    __tablename__ = "run_metrics"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(10), primary_key=True)
+    n_samples: Mapped[int]
+    fbeta_samples: Mapped[float]
+    fbeta_samples_global: Mapped[float]  # with the single best global threshold instead
+    f1_macro: Mapped[float]
+    mean_average_precision: Mapped[float | None]
+    accuracy_multi: Mapped[float]

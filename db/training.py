@@ -1,0 +1,112 @@
+"""Data access for runs and what training leaves: epochs, fold results, predictions, thresholds, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from db.models import (
+    ClassMetric,
+    ClassThreshold,
+    Epoch,
+    FoldResult,
+    Prediction,
+    Run,
+    RunMetric,
+    utcnow,
+)
+
+RUNNING, SUCCEEDED, SKIPPED, FAILED, CRASHED = "running", "succeeded", "skipped", "failed", "crashed"
+EPOCH_FIELDS = {
+    "train_loss": "train_loss",
+    "valid_loss": "valid_loss",
+    "accuracy_multi": "accuracy_multi",
+    "fbeta_score": "fbeta",
+}
+
+
+def create_run(
+    *,
+    session: Session,
+    config: dict[str, Any],
+    seed: int,
+    package_versions: dict[str, str],
+    git_commit: str | None,
+    host: str,
+    flow_run_id: str | None,
+) -> int:
+    run = Run(
+        status=RUNNING,
+        config=config,
+        seed=seed,
+        package_versions=package_versions,
+        git_commit=git_commit,
+        host=host,
+        flow_run_id=flow_run_id,
+        started_at=utcnow(),
+    )
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def finish_run(
+    *, session: Session, run_id: int, status: str, reason: str | None = None, **values: Any
+) -> None:
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(status=status, reason=reason, finished_at=utcnow(), **values)
+    )
+
+
+def last_succeeded_run(*, session: Session) -> Run | None:
+    return session.scalar(select(Run).where(Run.status == SUCCEEDED).order_by(Run.id.desc()).limit(1))
+
+
+def add_epoch(
+    *,
+    session: Session,
+    run_id: int,
+    fold: int,
+    stage: int,
+    size: int,
+    epoch: int,
+    values: dict[str, float],
+    seconds: float,
+) -> None:
+    columns = {column: float(values[name]) for name, column in EPOCH_FIELDS.items() if name in values}
+    session.add(
+        Epoch(run_id=run_id, fold=fold, stage=stage, size=size, epoch=epoch, seconds=seconds, **columns)
+    )
+
+
+def add_fold_results(*, session: Session, run_id: int, results: list[dict[str, Any]]) -> None:
+    session.execute(insert(FoldResult), [r | {"run_id": run_id} for r in results])
+
+
+def add_predictions(*, session: Session, run_id: int, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(Prediction), [r | {"run_id": run_id} for r in rows])
+
+
+def add_thresholds(*, session: Session, run_id: int, thresholds: list[Any]) -> None:
+    session.execute(insert(ClassThreshold), [asdict(t) | {"run_id": run_id} for t in thresholds])
+
+
+def add_metrics(
+    *,
+    session: Session,
+    run_id: int,
+    split: str,
+    overall: Any,
+    classes: list[Any],
+    fbeta_samples_global: float,
+) -> None:
+    session.add(
+        RunMetric(run_id=run_id, split=split, fbeta_samples_global=fbeta_samples_global, **asdict(overall))
+    )
+    session.execute(insert(ClassMetric), [asdict(c) | {"run_id": run_id, "split": split} for c in classes])

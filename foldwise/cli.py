@@ -1,0 +1,119 @@
+"""The `foldwise` command: a thin layer over tasks and flows."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from foldwise.config import ConfigError, FoldwiseConfig, load_config
+
+app = typer.Typer(
+    help="Keep a multi-label image classifier fresh.", no_args_is_help=True, add_completion=False
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML config file.")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config value: section.key=value (repeatable).")
+]
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def read_config(path: Path, overrides: list[str] | None) -> FoldwiseConfig:
+    try:
+        return load_config(path, overrides)
+    except ConfigError as error:
+        raise fail(str(error)) from None
+
+
+def known_errors() -> tuple[type[Exception], ...]:
+    from db.session import SchemaError
+    from tasks.ingest import IngestError
+
+    return ConfigError, IngestError, SchemaError
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    for chatty in ("alembic.runtime.plugins", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption, set_: SetOption = None) -> None:
+    """Create the schema, or upgrade it to this version's."""
+    from db.session import current_revision, upgrade
+
+    url = read_config(config, set_).resolved_database_url()
+    upgrade(url)
+    typer.echo(f"database at revision {current_revision(url)}")
+
+
+@app.command()
+def demo(
+    config: ConfigOption = Path("configs/demo.toml"),
+    set_: SetOption = None,
+    next_drop: Annotated[
+        bool, typer.Option("--next", help="Deliver the next drop, so a run finds new data.")
+    ] = False,
+    images: Annotated[
+        int | None, typer.Option(help="Images in this drop (default 600 first, 200 later).")
+    ] = None,
+) -> None:
+    """Deliver demo data (digits from scikit-learn) into the config's source folder."""
+    from tasks.demo import deliver_drop, delivered_drops
+
+    settings = read_config(config, set_)
+    delivered = delivered_drops(settings.source.path)
+    if delivered and not next_drop:
+        typer.echo(f"{settings.source.path} already has demo drop(s) {delivered}; `--next` delivers another")
+        return
+    drop = deliver_drop(settings.source.path, seed=settings.folds.seed, n_images=images)
+    typer.echo(f"demo drop {drop.number}: {drop.n_images} images, labels in {drop.label_file}")
+
+
+@app.command()
+def ingest(config: ConfigOption, set_: SetOption = None) -> None:
+    """Pull what is new from the source folder into the database."""
+    from tasks.ingest import ingest as run_ingest
+
+    settings = read_config(config, set_)
+    try:
+        summary = run_ingest(settings)
+    except known_errors() as error:
+        raise fail(str(error)) from None
+    typer.echo(str(summary))
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    set_: SetOption = None,
+    force: Annotated[bool, typer.Option(help="Train even if no new data arrived.")] = False,
+) -> None:
+    """Run the retraining flow once and print a summary."""
+    settings = read_config(config, set_)
+    from flows.retrain import retrain
+    from tasks.train import PretrainedWeightsUnavailable
+
+    try:
+        summary = retrain(settings, force=force)
+    except (*known_errors(), PretrainedWeightsUnavailable) as error:
+        raise fail(str(error)) from None
+    line = f"run {summary.run_id}: {summary.status} ({summary.reason})"
+    if summary.fbeta_oof is not None:
+        line += f", OOF F{settings.thresholds.beta:g} {summary.fbeta_oof:.4f}"
+    if summary.fbeta_holdout is not None:
+        line += f", holdout F{settings.thresholds.beta:g} {summary.fbeta_holdout:.4f}"
+    if summary.seconds is not None:
+        line += f", {summary.seconds:.0f}s"
+    typer.echo(line)

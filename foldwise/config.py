@@ -1,0 +1,234 @@
+"""The one configuration model of Foldwise.
+
+A TOML file, `--set section.key=value` overrides, the Prefect flow parameter and the DB record of a
+run are all this model. Relative paths in a config file are relative to that file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says what to change."""
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(Section):
+    """Where labeled batches arrive."""
+
+    kind: Literal["local"] = "local"
+    path: Path = Field(description="Folder where label files and images arrive.")
+
+
+class DataConfig(Section):
+    """How to read the label files: enough to load Planet, HPA and PASCAL by configuration alone."""
+
+    label_files: str = Field("*.csv", description="Glob, relative to the source folder, of the label CSVs.")
+    id_column: str = Field("image_name", description="Column with the image id.")
+    label_column: str = Field("tags", description="Column with the labels.")
+    label_delimiter: str = Field(" ", description="Separator between labels in one cell.")
+    image_dir: str = Field("train-jpg", description="Image folder, relative to the source folder.")
+    image_suffix: str = Field(".jpg", description="Appended to the id to name the file ('' if ids have one).")
+    fixed_split_column: str | None = Field(
+        None, description="Boolean column marking a fixed holdout (PASCAL's `is_valid`); never trained on."
+    )
+    label_names: dict[str, str] | None = Field(
+        None, description="Optional map from label ids in the file (e.g. HPA's numbers) to names."
+    )
+    vocabulary: list[str] | None = Field(
+        None, description="Fixed label vocabulary; rows with other labels are rejected. None: grows."
+    )
+    allow_empty_labels: bool = Field(False, description="Accept rows without any label.")
+
+    @field_validator("label_delimiter")
+    @classmethod
+    def _delimiter_not_empty(cls, value: str) -> str:
+        if value == "":
+            raise ValueError("must not be empty")
+        return value
+
+
+class FoldsConfig(Section):
+    n_folds: int = Field(5, ge=2, le=20)
+    seed: int = 42
+    strategy: Literal["extend", "rebuild"] = Field(
+        "extend",
+        description="'extend' keeps earlier samples in their folds and stratifies only new ones; "
+        "'rebuild' re-splits everything (the notebooks' way).",
+    )
+
+
+class StageConfig(Section):
+    """One progressive-resizing stage; stage k+1 starts from stage k's weights."""
+
+    size: int = Field(ge=8, description="Image size of this stage.")
+    epochs: int = Field(ge=1)
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; unset: lr_find's suggestion.")
+    frozen: bool = Field(False, description="Train only the head (pretrained body frozen).")
+
+
+class AugmentConfig(Section):
+    """Presizing and batch augmentation (fastai's aug_transforms)."""
+
+    presize: float = Field(1.25, ge=1.0, description="Items are resized to stage size x this, then cropped.")
+    flip: bool = True
+    flip_vert: bool = Field(
+        True, description="Vertical flips too: right for satellite and microscopy images."
+    )
+    max_rotate: float = Field(10.0, ge=0)
+    max_lighting: float = Field(0.2, ge=0, le=1)
+    max_warp: float = Field(0.0, ge=0, le=1, description="0: no warp, as the Planet notebook.")
+    min_scale: float = Field(0.75, gt=0, le=1)
+
+
+class ModelConfig(Section):
+    arch: str = Field("resnet34", description="torchvision resnet name, or a timm model name.")
+    pretrained: bool = True
+
+
+class TrainConfig(Section):
+    stages: list[StageConfig] = Field(
+        default_factory=lambda: [
+            StageConfig(size=128, epochs=5, frozen=True),
+            StageConfig(size=256, epochs=5, frozen=False),
+        ],
+        min_length=1,
+    )
+    batch_size: int = Field(64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: bool = Field(True, description="bf16/fp16 on CUDA; ignored on CPU.")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA.")
+    num_workers: int = Field(0, ge=0)
+    mixup: bool = False
+    early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without a better valid_loss.")
+
+
+class ThresholdConfig(Section):
+    beta: float = Field(2.0, gt=0, description="F-beta to maximise; 2 is the Planet metric.")
+    min_positives: int = Field(
+        5, ge=1, description="Classes with fewer OOF positives use the global threshold."
+    )
+
+
+class FoldwiseConfig(Section):
+    """Everything a Foldwise run needs."""
+
+    name: str = Field("foldwise", description="A name for this project, shown in the dashboard.")
+    data_home: Path = Field(Path("~/.foldwise"), description="Images received, caches, model weights.")
+    database_url: str | None = Field(
+        None, description=f"SQLAlchemy URL; default sqlite under data_home; env {DATABASE_URL_ENV} wins."
+    )
+    source: SourceConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    folds: FoldsConfig = Field(default_factory=FoldsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
+
+    @model_validator(mode="after")
+    def _vocabulary_matches_names(self) -> FoldwiseConfig:
+        names, vocab = self.data.label_names, self.data.vocabulary
+        if names and vocab and not set(names.values()) <= set(vocab):
+            missing = sorted(set(names.values()) - set(vocab))
+            raise ValueError(f"data.label_names maps to names outside data.vocabulary: {missing}")
+        return self
+
+    def resolved_database_url(self) -> str:
+        url = os.environ.get(DATABASE_URL_ENV) or self.database_url
+        if url:
+            return url
+        return f"sqlite:///{self.data_home.expanduser() / 'foldwise.db'}"
+
+    def image_folder(self) -> Path:
+        return self.source.path / self.data.image_dir
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse `section.key=value`; the value is read as TOML (numbers, booleans, lists), else a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _resolve_paths(config: FoldwiseConfig, base: Path) -> FoldwiseConfig:
+    def resolve(path: Path) -> Path:
+        path = path.expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+
+    config.data_home = resolve(config.data_home)
+    config.source.path = resolve(config.source.path)
+    url = config.database_url
+    if url and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        config.database_url = f"sqlite:///{resolve(Path(url.removeprefix('sqlite:///')))}"
+    return config
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def build_config(raw: dict[str, Any], base: Path, origin: str) -> FoldwiseConfig:
+    try:
+        config = FoldwiseConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, origin)) from None
+    return _resolve_paths(config, base)
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None) -> FoldwiseConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    raw = apply_overrides(raw, overrides or [])
+    return build_config(raw, path.resolve().parent, str(path))
+
+
+def check_image_folder(config: FoldwiseConfig) -> None:
+    """The image folder must exist before data can be pulled; said here, where the fact is known."""
+    folder = config.image_folder()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"image folder {folder} does not exist; set source.path and data.image_dir "
+            f"(currently {config.source.path} and {config.data.image_dir!r})"
+        )

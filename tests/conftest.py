@@ -1,0 +1,84 @@
+"""Shared fixtures: real databases (a SQLite file and the PostgreSQL server), real configs, shrunk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from PIL import Image
+
+from db.session import get_engine
+from foldwise.config import FoldwiseConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+FORMATS = Path(__file__).parent / "data" / "formats"
+POSTGRES_ADMIN_URL = os.environ.get("FOLDWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_database() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server, dropped afterwards."""
+    name = f"foldwise_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.conninfo.conninfo_to_dict(POSTGRES_ADMIN_URL)
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    host, port, user = admin.get("host", "127.0.0.1"), admin.get("port", 5432), admin.get("user", "postgres")
+    url = f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    try:
+        yield url
+    finally:
+        get_engine(url).dispose()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """Every DB test runs on both backends."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'foldwise.db'}"
+        yield url
+        get_engine(url).dispose()
+    else:
+        yield from _postgres_database()
+
+
+def write_image(path: Path, color: tuple[int, int, int] = (120, 60, 30), size: int = 16) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), color).save(path)
+
+
+def seed_source(tmp_path: Path, seed_format: str) -> Path:
+    """A source folder holding a seed's label file (first rows of the real one) and its images."""
+    source = tmp_path / "source"
+    layouts = {  # label file in the source folder, image folder, suffix added to the id
+        "planet": ("planet_train_v2.csv", "train_v2.csv", "train-jpg", ".jpg"),
+        "hpa": ("hpa_train.csv", "train.csv", "train", ".png"),
+        "pascal": ("pascal_train.csv", "train.csv", "train", ""),
+    }
+    sample, label_file, image_dir, suffix = layouts[seed_format]
+    source.mkdir(parents=True)
+    shutil.copy(FORMATS / sample, source / label_file)
+    lines = (FORMATS / sample).read_text().splitlines()[1:]
+    for index, line in enumerate(lines):
+        name = line.split(",")[0] + suffix
+        write_image(source / image_dir / name, color=(index * 40 % 255, 80, 200))
+    return source
+
+
+def seed_config(seed_format: str, tmp_path: Path, database_url: str, *extra: str) -> FoldwiseConfig:
+    """The shipped config of a seed, pointed at a temporary source, data home and database."""
+    return load_config(
+        CONFIGS / f"{seed_format}.toml",
+        [
+            f"source.path={tmp_path / 'source'}",
+            f"data_home={tmp_path / 'home'}",
+            f"database_url={database_url}",
+            *extra,
+        ],
+    )
