@@ -1,0 +1,175 @@
+"""Put the folds together: out-of-fold predictions -> thresholds -> metrics -> one transaction in the DB."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from db import samples as sample_store
+from db import training as training_store
+from db.session import session_scope
+from foldwise.config import FoldwiseConfig
+from tasks.evaluate import Evaluation, evaluate
+from tasks.folds import HOLDOUT
+from tasks.ingest import PullSummary
+from tasks.logs import get_logger
+from tasks.thresholds import Thresholds, choose_thresholds, samples_fbeta
+from tasks.train import FoldOutput, run_folder
+
+
+@dataclass(frozen=True)
+class EnsemblePredictions:
+    vocab: list[str]
+    oof_ids: np.ndarray
+    oof_folds: np.ndarray
+    oof: np.ndarray
+    holdout_ids: np.ndarray
+    holdout: np.ndarray  # mean of the folds' probabilities
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: int
+    status: str
+    reason: str
+    fbeta_oof: float | None = None
+    fbeta_holdout: float | None = None
+    seconds: float | None = None
+
+
+def gather(outputs: list[FoldOutput]) -> EnsemblePredictions:
+    files = [np.load(output.predictions_path) for output in sorted(outputs, key=lambda o: o.fold)]
+    vocab = files[0]["vocab"].tolist()
+    return EnsemblePredictions(
+        vocab=vocab,
+        oof_ids=np.concatenate([f["oof_ids"] for f in files]),
+        oof_folds=np.concatenate(
+            [np.full(len(f["oof_ids"]), o.fold) for f, o in zip(files, outputs, strict=True)]
+        ),
+        oof=np.concatenate([f["oof"] for f in files]),
+        holdout_ids=files[0]["holdout_ids"],
+        holdout=np.mean([f["holdout"] for f in files], axis=0),
+    )
+
+
+def truth_for(config: FoldwiseConfig, ids: np.ndarray, vocab: list[str]) -> np.ndarray:
+    with session_scope(config.resolved_database_url()) as session:
+        labels_of = {s.id: s.labels for s in sample_store.stored_samples(session=session).values()}
+    column = {label: index for index, label in enumerate(vocab)}
+    truth = np.zeros((len(ids), len(vocab)), dtype=np.int8)
+    for row, sample_id in enumerate(ids.tolist()):
+        truth[row, [column[label] for label in labels_of[sample_id] if label in column]] = 1
+    return truth
+
+
+def write_model_record(
+    config: FoldwiseConfig, run_id: int, vocab: list[str], thresholds: Thresholds, outputs: list[FoldOutput]
+) -> None:
+    """A JSON record beside the weights: enough to predict without the DB (and without unpickling)."""
+    record = {
+        "run_id": run_id,
+        "arch": config.model.arch,
+        "image_size": config.train.stages[-1].size,
+        "vocab": vocab,
+        "thresholds": thresholds.vector().tolist(),
+        "global_threshold": thresholds.global_threshold,
+        "folds": [str(output.weights_path.name) for output in sorted(outputs, key=lambda o: o.fold)],
+        "config": config.model_dump(mode="json"),
+    }
+    (run_folder(config, run_id) / "model.json").write_text(json.dumps(record, indent=2))
+
+
+def record_results(
+    config: FoldwiseConfig, run_id: int, pull: PullSummary, fold_set_id: int, outputs: list[FoldOutput]
+) -> RunSummary:
+    log = get_logger(__name__)
+    beta = config.thresholds.beta
+    ensemble = gather(outputs)
+    oof_truth = truth_for(config, ensemble.oof_ids, ensemble.vocab)
+    thresholds = choose_thresholds(ensemble.oof, oof_truth, ensemble.vocab, config.thresholds)
+    evaluations: dict[str, tuple[Evaluation, float]] = {}
+    for split, ids, probabilities in (
+        ("oof", ensemble.oof_ids, ensemble.oof),
+        ("holdout", ensemble.holdout_ids, ensemble.holdout),
+    ):
+        if len(ids):
+            truth = oof_truth if split == "oof" else truth_for(config, ids, ensemble.vocab)
+            global_score = samples_fbeta(probabilities >= thresholds.global_threshold, truth, beta)
+            evaluations[split] = (
+                evaluate(probabilities, truth, thresholds.vector(), ensemble.vocab, beta),
+                global_score,
+            )
+    write_model_record(config, run_id, ensemble.vocab, thresholds, outputs)
+
+    prediction_rows = [
+        {"sample_id": int(i), "split": "oof", "fold": int(f), "probabilities": p.round(5).tolist()}
+        for i, f, p in zip(ensemble.oof_ids, ensemble.oof_folds, ensemble.oof, strict=True)
+    ] + [
+        {"sample_id": int(i), "split": "holdout", "fold": HOLDOUT, "probabilities": p.round(5).tolist()}
+        for i, p in zip(ensemble.holdout_ids, ensemble.holdout, strict=True)
+    ]
+    with session_scope(config.resolved_database_url()) as session:  # all of it, or none of it
+        training_store.add_fold_results(
+            session=session,
+            run_id=run_id,
+            results=[
+                {
+                    "fold": o.fold,
+                    "n_train": o.n_train,
+                    "n_valid": o.n_valid,
+                    "seconds": o.seconds,
+                    "weights_path": str(o.weights_path),
+                }
+                for o in outputs
+            ],
+        )
+        training_store.add_predictions(session=session, run_id=run_id, rows=prediction_rows)
+        training_store.add_thresholds(session=session, run_id=run_id, thresholds=thresholds.classes)
+        for split, (evaluation, global_score) in evaluations.items():
+            training_store.add_metrics(
+                session=session,
+                run_id=run_id,
+                split=split,
+                overall=evaluation.overall,
+                classes=evaluation.classes,
+                fbeta_samples_global=global_score,
+            )
+        training_store.finish_run(
+            session=session,
+            run_id=run_id,
+            status=training_store.SUCCEEDED,
+            reason=None,
+            pull_id=pull.pull_id,
+            fold_set_id=fold_set_id,
+            dataset_version=pull.dataset_version,
+            dataset_size=pull.dataset_size,
+            vocabulary=ensemble.vocab,
+            beta=beta,
+            global_threshold=thresholds.global_threshold,
+        )
+    oof, global_oof = evaluations["oof"]
+    log.info(
+        "run %d: OOF F%g %.4f with per-class thresholds, %.4f with the global threshold %.3f",
+        run_id,
+        beta,
+        oof.overall.fbeta_samples,
+        global_oof,
+        thresholds.global_threshold,
+    )
+    for fallback in (c for c in thresholds.classes if c.fallback):
+        log.warning(
+            "class %s has %d OOF positives (< %d): uses the global threshold",
+            fallback.label,
+            fallback.positives,
+            config.thresholds.min_positives,
+        )
+    holdout = evaluations.get("holdout")
+    return RunSummary(
+        run_id,
+        training_store.SUCCEEDED,
+        "trained",
+        oof.overall.fbeta_samples,
+        holdout[0].overall.fbeta_samples if holdout else None,
+    )

@@ -1,0 +1,291 @@
+"""Train one fold of the ensemble with fastai: stages of growing image size (progressive resizing).
+
+`train_fold` needs only its inputs (config, run id, fold set id, fold number) and writes its outputs
+under the data home (weights, out-of-fold and holdout probabilities), so that it can run in another
+process or host that shares the data home and the database.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from fastai.callback import fp16, schedule  # noqa: F401  (they add fit_one_cycle, lr_find, to_bf16 to Learner)
+from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.core import Callback
+from fastai.callback.mixup import MixUp
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.tracker import EarlyStoppingCallback
+from fastai.data.block import DataBlock, MultiCategoryBlock
+from fastai.data.transforms import IndexSplitter
+from fastai.learner import Learner
+from fastai.metrics import FBetaMulti, accuracy_multi
+from fastai.torch_core import set_seed
+from fastai.vision.augment import Resize, aug_transforms
+from fastai.vision.data import ImageBlock
+from fastai.vision.learner import vision_learner
+from fastcore.basics import noop
+from safetensors.torch import save_file
+
+from db import folds as fold_store
+from db import samples as sample_store
+from db import training as training_store
+from db.session import session_scope
+from foldwise.config import AugmentConfig, ConfigError, FoldwiseConfig, StageConfig
+from tasks.folds import HOLDOUT
+from tasks.logs import get_logger
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """Pretrained weights were asked for and cannot be had (offline, no cache)."""
+
+
+@dataclass(frozen=True)
+class FoldOutput:
+    """What a trained fold leaves behind: paths and numbers, never a Learner."""
+
+    fold: int
+    weights_path: Path
+    predictions_path: Path  # npz: sample ids and probabilities, out-of-fold and holdout
+    n_train: int
+    n_valid: int
+    seconds: float
+
+
+# No return annotations here: fastai's type dispatch reads them and trips on `list[str]`.
+def image_path(row: pd.Series):
+    return row["image_path"]
+
+
+def sample_labels(row: pd.Series):
+    return row["labels"]
+
+
+def choose_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA device is available")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def resolve_arch(name: str):
+    """A torchvision model function by name, else the timm name (fastai builds timm models by name)."""
+    builder = getattr(torchvision.models, name, None)
+    if callable(builder) and name.islower():
+        return builder
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError(
+            f"model.arch {name!r} is not a torchvision model, and timm is not installed"
+        ) from None
+    if name not in timm.list_models():
+        raise ConfigError(f"model.arch {name!r} is neither a torchvision nor a timm model")
+    return name
+
+
+def batch_transforms(size: int, augment: AugmentConfig) -> list:
+    return aug_transforms(
+        size=size,
+        min_scale=augment.min_scale,
+        flip_vert=augment.flip_vert,
+        do_flip=augment.flip,
+        max_rotate=augment.max_rotate,
+        max_lighting=augment.max_lighting,
+        max_warp=augment.max_warp,
+    )
+
+
+def make_dataloaders(
+    frame: pd.DataFrame,
+    valid_index: list[int],
+    vocab: list[str],
+    size: int,
+    config: FoldwiseConfig,
+    device: torch.device,
+):
+    """Presizing: resize items larger than the stage size, then augment and crop on the batch."""
+    block = DataBlock(
+        blocks=(ImageBlock, MultiCategoryBlock(vocab=vocab)),
+        get_x=image_path,
+        get_y=sample_labels,
+        splitter=IndexSplitter(valid_index),
+        item_tfms=Resize(math.ceil(size * config.augment.presize)),
+        batch_tfms=batch_transforms(size, config.augment),
+    )
+    return block.dataloaders(
+        frame,
+        bs=config.train.batch_size,
+        num_workers=config.train.num_workers,
+        device=device,
+        seed=config.folds.seed,
+    )
+
+
+class RecordEpochs(Callback):
+    """Writes each epoch's losses and metrics to the DB and logs one line: no progress bars in logs."""
+
+    order = 60  # after the Recorder has the epoch's values
+
+    def __init__(self, record, describe: str):
+        self.record, self.describe = record, describe
+
+    def before_epoch(self):
+        self.started = time.perf_counter()
+
+    def after_epoch(self):
+        names = self.recorder.metric_names[1:-1]  # without 'epoch' and 'time'
+        values = dict(zip(names, self.recorder.values[-1], strict=False))
+        seconds = time.perf_counter() - self.started
+        self.record(self.epoch, values, seconds)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in values.items())
+        get_logger(__name__).info(
+            "%s epoch %d/%d: %s (%.1fs)", self.describe, self.epoch + 1, self.n_epoch, shown, seconds
+        )
+
+
+def build_learner(dls, config: FoldwiseConfig, device: torch.device) -> Learner:
+    arch = resolve_arch(config.model.arch)
+    metrics = [accuracy_multi, FBetaMulti(beta=config.thresholds.beta, average="samples", thresh=0.5)]
+    try:
+        learn = vision_learner(dls, arch, pretrained=config.model.pretrained, metrics=metrics)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; hub failures are RuntimeErrors
+        if not config.model.pretrained:
+            raise
+        raise PretrainedWeightsUnavailable(
+            f"cannot download weights for {config.model.arch} ({error}); pre-fill the torch cache "
+            f"({torch.hub.get_dir()}/checkpoints) or set model.pretrained=false"
+        ) from None
+    learn.remove_cb(ProgressCallback)
+    learn.logger = noop  # RecordEpochs logs each epoch; fastai would print raw value lists too
+    if config.train.mixup:
+        learn.add_cb(MixUp())
+    if device.type == "cuda":
+        if config.train.mixed_precision:
+            learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+        if config.train.channels_last:
+            learn.add_cb(ChannelsLast())
+    return learn
+
+
+def fit_stage(learn: Learner, stage: StageConfig, config: FoldwiseConfig) -> float:
+    """Train one stage; returns the peak learning rate used."""
+    lr = stage.lr if stage.lr is not None else float(learn.lr_find(show_plot=False).valley)
+    pretrained = config.model.pretrained
+    patience = config.train.early_stopping_patience
+    callbacks = [EarlyStoppingCallback(monitor="valid_loss", patience=patience)] if patience else []
+    if stage.frozen and pretrained:
+        learn.freeze()
+        learn.fit_one_cycle(stage.epochs, lr, cbs=callbacks)
+    else:
+        learn.unfreeze()
+        # Discriminative rates: the early (pretrained) layers move least.
+        learn.fit_one_cycle(stage.epochs, slice(lr / 100, lr) if pretrained else lr, cbs=callbacks)
+    return lr
+
+
+def predict(learn: Learner, frame: pd.DataFrame) -> np.ndarray:
+    if frame.empty:
+        return np.zeros((0, len(learn.dls.vocab)), dtype=np.float32)
+    probabilities, _ = learn.get_preds(dl=learn.dls.test_dl(frame))
+    return probabilities.float().numpy()
+
+
+def load_fold_frame(config: FoldwiseConfig, fold_set_id: int) -> tuple[pd.DataFrame, list[str]]:
+    with session_scope(config.resolved_database_url()) as session:
+        samples = sample_store.stored_samples(session=session)
+        fold_set = fold_store.load_fold_set(session=session, fold_set_id=fold_set_id)
+    rows = [
+        {
+            "sample_id": s.id,
+            "image_path": s.image_path,
+            "labels": sorted(s.labels),
+            "fold": fold_set.folds[s.id],
+        }
+        for s in samples.values()
+        if s.id in fold_set.folds
+    ]
+    frame = pd.DataFrame(rows).sort_values("sample_id", ignore_index=True)
+    vocab = sorted({label for labels in frame["labels"] for label in labels})
+    return frame, vocab
+
+
+def run_folder(config: FoldwiseConfig, run_id: int) -> Path:
+    folder = config.data_home / "runs" / str(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def train_fold(config: FoldwiseConfig, run_id: int, fold_set_id: int, fold: int) -> FoldOutput:
+    started = time.perf_counter()
+    url = config.resolved_database_url()
+    device = choose_device(config.train.device)
+    frame, vocab = load_fold_frame(config, fold_set_id)
+    trainable = frame[frame["fold"] != HOLDOUT].reset_index(drop=True)
+    holdout = frame[frame["fold"] == HOLDOUT].reset_index(drop=True)
+    valid_index = trainable.index[trainable["fold"] == fold].tolist()
+    set_seed(config.folds.seed + fold, reproducible=True)  # same inputs and seed: same weights on CPU
+    learn = None
+    try:
+        for stage_number, stage in enumerate(config.train.stages):
+            dls = make_dataloaders(trainable, valid_index, vocab, stage.size, config, device)
+            if learn is None:
+                learn = build_learner(dls, config, device)
+            else:
+                learn.dls = dls  # progressive resizing: same weights, larger images
+
+            def record(epoch, values, seconds, stage_number=stage_number, size=stage.size):
+                with session_scope(url) as session:
+                    training_store.add_epoch(
+                        session=session,
+                        run_id=run_id,
+                        fold=fold,
+                        stage=stage_number,
+                        size=size,
+                        epoch=epoch,
+                        values=values,
+                        seconds=seconds,
+                    )
+
+            describe = f"fold {fold} stage {stage_number + 1}/{len(config.train.stages)} ({stage.size}px)"
+            with learn.added_cbs(RecordEpochs(record, describe)):
+                fit_stage(learn, stage, config)
+
+        folder = run_folder(config, run_id)
+        weights_path = folder / f"fold{fold}.safetensors"
+        state = {
+            name: tensor.detach().contiguous().cpu() for name, tensor in learn.model.state_dict().items()
+        }
+        save_file(state, str(weights_path))
+        valid = trainable.iloc[valid_index]
+        predictions_path = folder / f"fold{fold}_predictions.npz"
+        np.savez(
+            predictions_path,
+            vocab=np.array(vocab),
+            oof_ids=valid["sample_id"].to_numpy(),
+            oof=predict(learn, valid),
+            holdout_ids=holdout["sample_id"].to_numpy(),
+            holdout=predict(learn, holdout),
+        )
+    finally:
+        # Free GPU memory before the next fold takes it.
+        del learn
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return FoldOutput(
+        fold,
+        weights_path,
+        predictions_path,
+        len(trainable) - len(valid_index),
+        len(valid_index),
+        time.perf_counter() - started,
+    )

@@ -1,0 +1,174 @@
+"""The retrain flow end to end on tiny data, as Prefect runs it (a real temporary Prefect server)."""
+
+from importlib.metadata import version
+
+import pandas as pd
+import pytest
+import torch
+from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy import func, select
+
+from db.models import ClassMetric, ClassThreshold, Epoch, FoldResult, Prediction, Run, RunMetric
+from db.session import session_scope
+from flows.retrain import retrain
+from foldwise.config import load_config
+from tasks import train as train_module
+from tasks.demo import deliver_drop
+from tasks.train import PretrainedWeightsUnavailable, build_learner
+from tests.conftest import CONFIGS
+
+pytestmark = pytest.mark.slow
+TINY = [
+    "folds.n_folds=2",
+    "train.batch_size=16",
+    "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=1, lr=1e-3}]",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def tiny_config(tmp_path, database_url, *extra):
+    return load_config(
+        CONFIGS / "demo.toml",
+        [
+            f"source.path={tmp_path / 'source'}",
+            f"data_home={tmp_path}",
+            f"database_url={database_url}",
+            *TINY,
+            *extra,
+        ],
+    )
+
+
+def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch):
+    config = tiny_config(tmp_path, database_url)
+    deliver_drop(config.source.path, n_images=48)
+    seen_shapes = []
+    original = train_module.build_learner
+
+    def spying_build_learner(dls, config, device):
+        learn = original(dls, config, device)
+        learn.model.register_forward_pre_hook(
+            lambda module, args: seen_shapes.append(tuple(args[0].shape[-2:]))
+        )
+        return learn
+
+    monkeypatch.setattr(train_module, "build_learner", spying_build_learner)
+    first = retrain(config)
+    assert first.status == "succeeded" and 0 <= first.fbeta_oof <= 1
+    # Progressive resizing: the model saw 16 px batches, then 32 px batches.
+    assert (16, 16) in seen_shapes and (32, 32) in seen_shapes
+    assert seen_shapes.index((32, 32)) > seen_shapes.index((16, 16))
+
+    with session_scope(database_url) as session:
+        run = session.get_one(Run, first.run_id)
+        assert run.status == "succeeded" and run.dataset_size == 48 and run.config["folds"]["n_folds"] == 2
+        assert run.package_versions["torch"] == version("torch") and run.seed == 42
+        epochs = session.scalars(select(Epoch).where(Epoch.run_id == run.id)).all()
+        assert sorted({(e.fold, e.stage, e.size) for e in epochs}) == [
+            (0, 0, 16),
+            (0, 1, 32),
+            (1, 0, 16),
+            (1, 1, 32),
+        ]
+        assert session.scalar(select(func.count()).select_from(FoldResult)) == 2
+        n_oof = session.scalar(
+            select(func.count()).where(Prediction.run_id == run.id, Prediction.split == "oof")
+        )
+        assert n_oof == 48  # every sample predicted once, by the fold that did not train on it
+        thresholds = session.scalars(select(ClassThreshold).where(ClassThreshold.run_id == run.id)).all()
+        assert {t.label for t in thresholds} == set(run.vocabulary)
+        overall = session.scalar(
+            select(RunMetric).where(RunMetric.run_id == run.id, RunMetric.split == "oof")
+        )
+        assert overall.fbeta_samples == pytest.approx(first.fbeta_oof)
+        assert session.scalar(select(func.count()).where(ClassMetric.run_id == run.id)) == len(run.vocabulary)
+    assert (tmp_path / "runs" / str(first.run_id) / "fold1.safetensors").is_file()
+
+    second = retrain(config)
+    assert second.status == "skipped" and "no new data since run" in second.reason
+    deliver_drop(config.source.path, n_images=12)
+    third = retrain(config)
+    assert third.status == "succeeded"
+    with session_scope(database_url) as session:
+        statuses = [r.status for r in session.scalars(select(Run).order_by(Run.id))]
+        assert statuses == ["succeeded", "skipped", "succeeded"]
+        assert session.get_one(Run, third.run_id).dataset_size == 60
+
+
+def test_holdout_is_never_trained_on_and_predicted_by_every_fold(tmp_path, database_url, monkeypatch):
+    config = tiny_config(tmp_path, database_url, "data.fixed_split_column=holdout")
+    drop = deliver_drop(config.source.path, n_images=40)
+    lines = drop.label_file.read_text().splitlines()
+    drop.label_file.write_text(
+        "\n".join([lines[0] + ",holdout"] + [f"{line},{i % 4 == 0}" for i, line in enumerate(lines[1:])])
+    )
+    trained_on = []
+    original = train_module.make_dataloaders
+
+    def spying_make_dataloaders(frame, valid_index, *args):
+        trained_on.append(set(frame.drop(index=valid_index)["sample_id"]))
+        return original(frame, valid_index, *args)
+
+    monkeypatch.setattr(train_module, "make_dataloaders", spying_make_dataloaders)
+    summary = retrain(config)
+    assert summary.fbeta_holdout is not None
+    with session_scope(database_url) as session:
+        from db.models import Sample
+
+        holdout_ids = set(session.scalars(select(Sample.id).where(Sample.is_fixed_holdout)))
+        predicted = set(session.scalars(select(Prediction.sample_id).where(Prediction.split == "holdout")))
+        metric = session.scalar(select(RunMetric).where(RunMetric.split == "holdout"))
+    assert len(holdout_ids) == 10 and predicted == holdout_ids and metric.n_samples == 10
+    assert trained_on and all(not (ids & holdout_ids) for ids in trained_on)
+
+
+def test_failed_run_is_recorded_with_the_error(tmp_path, database_url):
+    config = tiny_config(tmp_path, database_url, "model.arch=no_such_net")
+    deliver_drop(config.source.path, n_images=20)
+    with pytest.raises(Exception, match="no_such_net"):
+        retrain(config)
+    with session_scope(database_url) as session:
+        run = session.scalar(select(Run))
+        assert run.status == "failed" and "no_such_net" in run.reason
+        assert session.scalar(select(func.count()).select_from(ClassThreshold)) == 0
+
+
+def test_offline_pretrained_weights_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-cache"))
+    config = load_config(
+        CONFIGS / "demo.toml", [f"source.path={tmp_path / 'source'}", "model.pretrained=true", *TINY]
+    )
+    deliver_drop(config.source.path, n_images=8)
+    frame = pd.DataFrame(
+        {
+            "image_path": sorted(str(p) for p in (tmp_path / "source/images").glob("*.png")),
+            "labels": [["one"]] * 8,
+            "sample_id": range(8),
+        }
+    )
+    dls = train_module.make_dataloaders(frame, [0, 1], ["one"], 16, config, torch.device("cpu"))
+    with pytest.raises(
+        PretrainedWeightsUnavailable, match="cannot download weights for resnet18.*model.pretrained=false"
+    ):
+        build_learner(dls, config, torch.device("cpu"))
+
+
+def test_same_inputs_and_seed_give_the_same_thresholds(tmp_path):
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    config = tiny_config(tmp_path, url)
+    deliver_drop(config.source.path, n_images=32)
+    first, second = retrain(config), retrain(config, force=True)
+    with session_scope(url) as session:
+
+        def thresholds(run_id):
+            rows = session.scalars(select(ClassThreshold).where(ClassThreshold.run_id == run_id)).all()
+            return {t.label: t.threshold for t in rows}
+
+        assert thresholds(first.run_id) == thresholds(second.run_id)
+        runs = session.scalars(select(Run).order_by(Run.id)).all()
+        assert runs[0].fold_set_id != runs[1].fold_set_id
