@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import fastai.data.load
+import fastai.vision.augment
 import numpy as np
 import pandas as pd
 import torch
@@ -66,6 +71,40 @@ def image_path(row: pd.Series):
 
 def sample_labels(row: pd.Series):
     return row["labels"]
+
+
+class FoldRandom(random.Random):
+    """A seeded generator for fastai's draws in this process; forked data workers use their own.
+
+    fastai draws crops, flips and augmentation magnitudes from the global `random`, which Prefect's
+    threads draw from too (websocket pings), so a run's results would depend on their timing.
+    """
+
+    Random = random.Random  # fastai.data.load calls `random.Random(seed)`
+
+    def __init__(self, seed: int):
+        self.owner = os.getpid()
+        super().__init__(seed)
+
+    # Every other method draws through these two.
+    def random(self) -> float:
+        return super().random() if os.getpid() == self.owner else random.random()
+
+    def getrandbits(self, k: int) -> int:
+        return super().getrandbits(k) if os.getpid() == self.owner else random.getrandbits(k)
+
+
+@contextmanager
+def fastai_random(seed: int):
+    """Point fastai's modules that draw from `random` at a FoldRandom while one fold trains."""
+    modules = (fastai.vision.augment, fastai.data.load)
+    for module in modules:
+        module.random = FoldRandom(seed)
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.random = random
 
 
 def choose_device(setting: str) -> torch.device:
@@ -224,6 +263,33 @@ def run_folder(config: FoldwiseConfig, run_id: int) -> Path:
     return folder
 
 
+def fit_stages(
+    trainable: pd.DataFrame,
+    valid_index: list[int],
+    vocab: list[str],
+    config: FoldwiseConfig,
+    device: torch.device,
+    record_epoch,
+    fold: int,
+) -> Learner:
+    """Progressive resizing: each stage continues from the previous stage's weights at its own size."""
+    learn = None
+    for stage_number, stage in enumerate(config.train.stages):
+        dls = make_dataloaders(trainable, valid_index, vocab, stage.size, config, device)
+        if learn is None:
+            learn = build_learner(dls, config, device)
+        else:
+            learn.dls = dls
+
+        def record(epoch, values, seconds, stage_number=stage_number, size=stage.size):
+            record_epoch(stage=stage_number, size=size, epoch=epoch, values=values, seconds=seconds)
+
+        describe = f"fold {fold} stage {stage_number + 1}/{len(config.train.stages)} ({stage.size}px)"
+        with learn.added_cbs(RecordEpochs(record, describe)):
+            fit_stage(learn, stage, config)
+    return learn
+
+
 def train_fold(config: FoldwiseConfig, run_id: int, fold_set_id: int, fold: int) -> FoldOutput:
     started = time.perf_counter()
     url = config.resolved_database_url()
@@ -232,33 +298,17 @@ def train_fold(config: FoldwiseConfig, run_id: int, fold_set_id: int, fold: int)
     trainable = frame[frame["fold"] != HOLDOUT].reset_index(drop=True)
     holdout = frame[frame["fold"] == HOLDOUT].reset_index(drop=True)
     valid_index = trainable.index[trainable["fold"] == fold].tolist()
-    set_seed(config.folds.seed + fold, reproducible=True)  # same inputs and seed: same weights on CPU
+
+    def record_epoch(**values):
+        with session_scope(url) as session:
+            training_store.add_epoch(session=session, run_id=run_id, fold=fold, **values)
+
+    seed = config.folds.seed + fold
+    set_seed(seed, reproducible=True)  # same inputs and seed: same weights on CPU
     learn = None
     try:
-        for stage_number, stage in enumerate(config.train.stages):
-            dls = make_dataloaders(trainable, valid_index, vocab, stage.size, config, device)
-            if learn is None:
-                learn = build_learner(dls, config, device)
-            else:
-                learn.dls = dls  # progressive resizing: same weights, larger images
-
-            def record(epoch, values, seconds, stage_number=stage_number, size=stage.size):
-                with session_scope(url) as session:
-                    training_store.add_epoch(
-                        session=session,
-                        run_id=run_id,
-                        fold=fold,
-                        stage=stage_number,
-                        size=size,
-                        epoch=epoch,
-                        values=values,
-                        seconds=seconds,
-                    )
-
-            describe = f"fold {fold} stage {stage_number + 1}/{len(config.train.stages)} ({stage.size}px)"
-            with learn.added_cbs(RecordEpochs(record, describe)):
-                fit_stage(learn, stage, config)
-
+        with fastai_random(seed):
+            learn = fit_stages(trainable, valid_index, vocab, config, device, record_epoch, fold)
         folder = run_folder(config, run_id)
         weights_path = folder / f"fold{fold}.safetensors"
         state = {
