@@ -139,10 +139,22 @@ class Run(Base):
     package_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     git_commit: Mapped[str | None] = mapped_column(String(64))
     host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None]
+    heartbeat_at: Mapped[datetime | None]  # a running run's process proves it is alive
+    claimed_at: Mapped[datetime | None]  # when it got the training lock (after waiting, if it waited)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     vocabulary: Mapped[list[Any] | None]
     beta: Mapped[float | None]
     global_threshold: Mapped[float | None]
+
+
+class TrainingLock(Base):
+    """At most one row: the run that trains now. Inserting it is the atomic claim (primary key)."""
+
+    __tablename__ = "training_lock"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Epoch(Base):

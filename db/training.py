@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -16,6 +17,7 @@ from db.models import (
     Prediction,
     Run,
     RunMetric,
+    TrainingLock,
     utcnow,
 )
 
@@ -36,17 +38,21 @@ def create_run(
     package_versions: dict[str, str],
     git_commit: str | None,
     host: str,
+    pid: int,
     flow_run_id: str | None,
 ) -> int:
+    now = utcnow()
     run = Run(
         status=RUNNING,
+        pid=pid,
+        heartbeat_at=now,
         config=config,
         seed=seed,
         package_versions=package_versions,
         git_commit=git_commit,
         host=host,
         flow_run_id=flow_run_id,
-        started_at=utcnow(),
+        started_at=now,
     )
     session.add(run)
     session.flush()
@@ -56,11 +62,37 @@ def create_run(
 def finish_run(
     *, session: Session, run_id: int, status: str, reason: str | None = None, **values: Any
 ) -> None:
+    """Record how the run ended and release the training lock if it held it, in the same transaction."""
     session.execute(
         update(Run)
         .where(Run.id == run_id)
         .values(status=status, reason=reason, finished_at=utcnow(), **values)
     )
+    session.execute(delete(TrainingLock).where(TrainingLock.run_id == run_id))
+
+
+def running_runs(*, session: Session) -> list[Run]:
+    return list(session.scalars(select(Run).where(Run.status == RUNNING).order_by(Run.id)))
+
+
+def beat(*, session: Session, run_id: int) -> None:
+    session.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING).values(heartbeat_at=utcnow()))
+
+
+def try_claim_training(*, session: Session, run_id: int) -> bool:
+    """Take the training lock for the run: the insert of its single row succeeds for one run only."""
+    try:
+        with session.begin_nested():
+            session.add(TrainingLock(name="training", run_id=run_id))
+    except IntegrityError:
+        return False
+    session.execute(update(Run).where(Run.id == run_id).values(claimed_at=utcnow()))
+    return True
+
+
+def training_lock_holder(*, session: Session) -> Run | None:
+    lock = session.get(TrainingLock, "training")
+    return session.get(Run, lock.run_id) if lock else None
 
 
 def last_succeeded_run(*, session: Session) -> Run | None:

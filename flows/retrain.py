@@ -1,4 +1,4 @@
-"""The `retrain` flow: pull -> decide -> folds -> train each fold -> thresholds, metrics, record.
+"""The `retrain` flow: claim -> pull -> decide -> folds -> train each fold -> thresholds, metrics, record.
 
 Its parameter is the configuration model, so the Prefect UI shows a typed form.
 """
@@ -13,35 +13,54 @@ from prefect import flow
 from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
 
 from foldwise.config import FoldwiseConfig
-from tasks import folds, ingest, results, runs, train
+from tasks import folds, ingest, report, results, runs, train
 
 # Inputs are configs and ids, outputs go to the DB: nothing to cache between runs.
 task = partial(prefect_task, cache_policy=NO_CACHE)
 start_run = task(runs.start_run, name="start-run")
-pull_data = task(ingest.ingest, name="pull-data")
+claim_training = task(runs.claim_training, name="claim-training")
+pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=ingest.retry_pull)
 decide = task(runs.decide, name="decide")
 skip_run = task(runs.skip_run, name="skip-run")
 build_folds = task(folds.build_folds, name="build-folds")
 train_fold = task(train.train_fold, name="train-fold", task_run_name="train-fold-{fold}")
 record_results = task(results.record_results, name="record-results")
+publish_report = task(report.publish_report, name="publish-report")
 
 
-@flow(name="retrain")
-def retrain(config: FoldwiseConfig, force: bool = False) -> results.RunSummary:
+def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunSummary:
+    claim = claim_training(config, run_id)
+    if not claim.train:
+        return skip_run(config, run_id, None, claim.reason)
+    pull = pull_data.with_options(
+        retries=config.source.retries,
+        retry_delay_seconds=exponential_backoff(config.source.retry_delay_seconds),
+        retry_jitter_factor=0.5,
+    )(config)
+    decision = decide(config, pull, force)
+    if not decision.train:
+        return skip_run(config, run_id, pull, decision.reason)
+    fold_set_id = build_folds(config, pull.dataset_version)
+    outputs = [train_fold(config, run_id, fold_set_id, fold) for fold in range(config.folds.n_folds)]
+    return record_results(config, run_id, pull, fold_set_id, outputs)
+
+
+@flow(
+    name="retrain",
+    description="Pull new labeled data, retrain the fold ensemble, record thresholds and metrics.",
+)
+def retrain(config: FoldwiseConfig, force: bool = False) -> runs.RunSummary:
     started = time.perf_counter()
     run_id = start_run(config, flow_run_id=flow_run.get_id())
     try:
-        pull = pull_data(config)
-        decision = decide(config, pull, force)
-        if not decision.train:
-            skip_run(config, run_id, pull, decision.reason)
-            return results.RunSummary(run_id, "skipped", decision.reason)
-        fold_set_id = build_folds(config, pull.dataset_version)
-        outputs = [train_fold(config, run_id, fold_set_id, fold) for fold in range(config.folds.n_folds)]
-        summary = record_results(config, run_id, pull, fold_set_id, outputs)
+        with runs.heartbeat(config, run_id):
+            summary = retrain_steps(config, run_id, force)
     except BaseException as error:
         runs.fail_run(config, run_id, error)
         raise
+    finally:
+        publish_report(config, run_id)
     return replace(summary, seconds=time.perf_counter() - started)

@@ -10,6 +10,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -30,6 +31,10 @@ class SourceConfig(Section):
 
     kind: Literal["local"] = "local"
     path: Path = Field(description="Folder where label files and images arrive.")
+    retries: int = Field(3, ge=0, description="Retries of a data pull that failed transiently.")
+    retry_delay_seconds: float = Field(
+        10.0, ge=0, description="First retry delay; doubles with each retry (with jitter)."
+    )
 
 
 class DataConfig(Section):
@@ -122,6 +127,38 @@ class ThresholdConfig(Section):
     )
 
 
+class ServiceConfig(Section):
+    """How `foldwise serve` schedules runs, and what a run does while another one trains."""
+
+    cron: str | None = Field(None, description="Cron schedule, e.g. '0 3 * * *'; unset: no cron.")
+    interval_minutes: float | None = Field(None, gt=0, description="Or: run every this many minutes.")
+    timezone: str = Field("UTC", description="IANA time zone of the cron schedule.")
+    when_busy: Literal["wait", "skip"] = Field(
+        "wait", description="A run that finds another one training waits for it, or is recorded as skipped."
+    )
+    wait_timeout_minutes: float = Field(
+        360.0, gt=0, description="A waiting run gives up (skipped) after this."
+    )
+    stale_after_minutes: float = Field(
+        10.0, gt=0, description="A running run whose heartbeat is this old is taken as crashed."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> ServiceConfig:
+        if self.cron and self.interval_minutes:
+            raise ValueError("set service.cron or service.interval_minutes, not both")
+        return self
+
+
 class FoldwiseConfig(Section):
     """Everything a Foldwise run needs."""
 
@@ -137,6 +174,7 @@ class FoldwiseConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
     @model_validator(mode="after")
     def _vocabulary_matches_names(self) -> FoldwiseConfig:

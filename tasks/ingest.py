@@ -32,6 +32,23 @@ class IngestError(ValueError):
     """A label file that cannot be read as configured; nothing was recorded."""
 
 
+PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: I/O and network hiccups. Not: data or settings that the user must fix."""
+    return isinstance(error, OSError) and not isinstance(error, PERMANENT_OS_ERRORS)
+
+
+def retry_pull(task, task_run, state) -> bool:
+    """Prefect's retry condition for the pull: retry transient errors only."""
+    try:
+        state.result()
+    except BaseException as error:
+        return is_transient(error)
+    return False
+
+
 @dataclass(frozen=True)
 class Rejection:
     file: str

@@ -15,6 +15,7 @@ from tasks.evaluate import Evaluation, evaluate
 from tasks.folds import HOLDOUT
 from tasks.ingest import PullSummary
 from tasks.logs import get_logger
+from tasks.runs import RunSummary
 from tasks.thresholds import Thresholds, choose_thresholds, samples_fbeta
 from tasks.train import FoldOutput, run_folder
 
@@ -27,16 +28,6 @@ class EnsemblePredictions:
     oof: np.ndarray
     holdout_ids: np.ndarray
     holdout: np.ndarray  # mean of the folds' probabilities
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_id: int
-    status: str
-    reason: str
-    fbeta_oof: float | None = None
-    fbeta_holdout: float | None = None
-    seconds: float | None = None
 
 
 def gather(outputs: list[FoldOutput]) -> EnsemblePredictions:
