@@ -117,3 +117,24 @@ def run(
     if summary.seconds is not None:
         line += f", {summary.seconds:.0f}s"
     typer.echo(line)
+
+
+@app.command()
+def serve(config: ConfigOption, set_: SetOption = None) -> None:
+    """Serve the `retrain` deployment: scheduled runs, and runs triggered from the Prefect UI."""
+    settings = read_config(config, set_)
+    from prefect import serve as prefect_serve
+
+    from db.session import ensure_schema
+    from flows.deployment import build_deployment, describe_schedule
+
+    try:
+        ensure_schema(settings.resolved_database_url())
+        deployment = build_deployment(settings)
+    except known_errors() as error:
+        raise fail(str(error)) from None
+    typer.echo(
+        f"serving deployment retrain/{settings.name}: {describe_schedule(settings.service)}, "
+        f"one run at a time ({settings.service.when_busy} when busy); Ctrl-C stops"
+    )
+    prefect_serve(deployment)

@@ -18,6 +18,7 @@ from foldwise.config import FoldwiseConfig, load_config
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 FORMATS = Path(__file__).parent / "data" / "formats"
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from test servers
 POSTGRES_ADMIN_URL = os.environ.get("FOLDWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -16,6 +16,7 @@ from flows.retrain import retrain
 from foldwise.config import load_config
 from tasks import train as train_module
 from tasks.demo import deliver_drop
+from tasks.report import build_report
 from tasks.train import PretrainedWeightsUnavailable, build_learner
 from tests.conftest import CONFIGS
 
@@ -100,6 +101,20 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
         statuses = [r.status for r in session.scalars(select(Run).order_by(Run.id))]
         assert statuses == ["succeeded", "skipped", "succeeded"]
         assert session.get_one(Run, third.run_id).dataset_size == 60
+        vocabulary = session.get_one(Run, third.run_id).vocabulary
+        oof_scores = {
+            m.run_id: m.fbeta_samples
+            for m in session.scalars(select(RunMetric).where(RunMetric.split == "oof"))
+        }
+
+    # The run report (published as Prefect artifacts): the skip's reason, the comparison with run 1.
+    assert second.reason in build_report(config, second.run_id).markdown
+    report = build_report(config, third.run_id)
+    change = oof_scores[third.run_id] - oof_scores[first.run_id]
+    assert f"| OOF F2 (per-class thresholds) | {oof_scores[third.run_id]:.4f} | " in report.markdown
+    assert f"| {oof_scores[first.run_id]:.4f} | {change:+.4f} |" in report.markdown
+    assert "| data set size | 60 | 48 | +12 |" in report.markdown
+    assert "12 added" in report.markdown and [row["label"] for row in report.class_table] == vocabulary
 
 
 def test_holdout_is_never_trained_on_and_predicted_by_every_fold(tmp_path, database_url, monkeypatch):
