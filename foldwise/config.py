@@ -66,6 +66,8 @@ class DataConfig(Section):
 
 
 class FoldsConfig(Section):
+    """Multi-label stratified K-fold split (iterative stratification)."""
+
     n_folds: int = Field(5, ge=2, le=20)
     seed: int = 42
     strategy: Literal["extend", "rebuild"] = Field(
@@ -99,11 +101,15 @@ class AugmentConfig(Section):
 
 
 class ModelConfig(Section):
+    """The network each fold trains."""
+
     arch: str = Field("resnet34", description="torchvision resnet name, or a timm model name.")
     pretrained: bool = True
 
 
 class TrainConfig(Section):
+    """fastai training: progressive-resizing stages, batch size, device and precision."""
+
     stages: list[StageConfig] = Field(
         default_factory=lambda: [
             StageConfig(size=128, epochs=5, frozen=True),
@@ -121,6 +127,8 @@ class TrainConfig(Section):
 
 
 class ThresholdConfig(Section):
+    """Per-class decision thresholds chosen on out-of-fold predictions."""
+
     beta: float = Field(2.0, gt=0, description="F-beta to maximise; 2 is the Planet metric.")
     min_positives: int = Field(
         5, ge=1, description="Classes with fewer OOF positives use the global threshold."

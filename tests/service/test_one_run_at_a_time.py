@@ -156,8 +156,10 @@ class TestWithPrefect:
     def test_a_killed_run_is_marked_crashed_and_the_next_run_trains(self, tmp_path, prefect_api):
         url = f"sqlite:///{tmp_path / 'f.db'}"
         deliver_drop(tmp_path / "source", n_images=32)
-        process = self.start_foldwise_run(tmp_path, url, prefect_api)
-        self.wait_for(url, select(Epoch.id), process)  # mid-training
+        # Many epochs after the first: the kill lands mid-training.
+        long_stage = "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=8, lr=1e-3}]"
+        process = self.start_foldwise_run(tmp_path, url, prefect_api, long_stage)
+        self.wait_for(url, select(Epoch.id), process)
         process.kill()
         process.wait()
         summary = retrain(config_for(tmp_path, url))
@@ -166,16 +168,18 @@ class TestWithPrefect:
             first = session.scalar(select(Run).order_by(Run.id))
             assert first.status == "crashed" and f"process {process.pid}" in first.reason
 
-    def test_a_run_outside_prefect_deployments_is_skipped_while_another_trains(self, tmp_path, prefect_api):
+    def test_foldwise_run_is_skipped_while_another_run_trains(self, tmp_path, prefect_api):
         url = f"sqlite:///{tmp_path / 'f.db'}"
         deliver_drop(tmp_path / "source", n_images=32)
-        process = self.start_foldwise_run(tmp_path, url, prefect_api)
-        self.wait_for(url, select(Run.claimed_at).where(Run.claimed_at.is_not(None)), process)
-        summary = retrain(config_for(tmp_path, url, "service.when_busy=skip"))
+        config = config_for(tmp_path, url)
+        holder = start_run(config)  # a run of this process holds the lock, as a training run does
+        assert claim_training(config, holder).train
+        process = self.start_foldwise_run(tmp_path, url, prefect_api, "service.when_busy=skip")
         output, _ = process.communicate(timeout=300)
         assert process.returncode == 0, output
-        assert summary.status == "skipped" and summary.reason.startswith("run 1 is training")
+        assert f"run 2: skipped (run {holder} is training (since" in output
         with session_scope(url) as session:
+            training_store.finish_run(session=session, run_id=holder, status=training_store.SUCCEEDED)
             assert [r.status for r in session.scalars(select(Run).order_by(Run.id))] == [
                 "succeeded",
                 "skipped",
