@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased, selectinload
 
-from db.models import ClassMetric, ClassThreshold, DataPull, Run, RunMetric
+from db.models import (
+    ClassMetric,
+    ClassThreshold,
+    DataPull,
+    Epoch,
+    FoldLabelCount,
+    Label,
+    Prediction,
+    RejectedRow,
+    Run,
+    RunMetric,
+    Sample,
+    SampleLabel,
+)
 from db.training import SUCCEEDED
 
 
@@ -48,4 +61,140 @@ def class_results(*, session: Session, run_id: int, split: str = "oof") -> list[
             "average_precision": metric.average_precision,
         }
         for metric, threshold in rows
+    ]
+
+
+def runs_overview(*, session: Session) -> list[dict[str, Any]]:
+    """Every run with its out-of-fold and holdout F-beta: the rows of the runs table and charts."""
+    oof, holdout = aliased(RunMetric), aliased(RunMetric)
+    rows = session.execute(
+        select(
+            Run.id,
+            Run.status,
+            Run.reason,
+            Run.started_at,
+            Run.finished_at,
+            Run.dataset_size,
+            Run.beta,
+            oof.fbeta_samples.label("fbeta_oof"),
+            holdout.fbeta_samples.label("fbeta_holdout"),
+        )
+        .outerjoin(oof, (oof.run_id == Run.id) & (oof.split == "oof"))
+        .outerjoin(holdout, (holdout.run_id == Run.id) & (holdout.split == "holdout"))
+        .order_by(Run.id)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def epochs(*, session: Session, run_id: int) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.fold, Epoch.stage, Epoch.epoch)
+    )
+    return [
+        {
+            "fold": e.fold,
+            "stage": e.stage,
+            "size": e.size,
+            "epoch": e.epoch,
+            "train_loss": e.train_loss,
+            "valid_loss": e.valid_loss,
+            "fbeta": e.fbeta,
+            "seconds": e.seconds,
+        }
+        for e in rows
+    ]
+
+
+def threshold_curve(*, session: Session, run_id: int, label: str) -> ClassThreshold | None:
+    return session.get(ClassThreshold, (run_id, label))
+
+
+def fold_label_counts(*, session: Session, fold_set_id: int) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(FoldLabelCount.fold, Label.name, FoldLabelCount.count)
+        .join(Label, Label.id == FoldLabelCount.label_id)
+        .where(FoldLabelCount.fold_set_id == fold_set_id)
+        .order_by(Label.name, FoldLabelCount.fold)
+    )
+    return [{"fold": fold, "label": name, "count": count} for fold, name, count in rows]
+
+
+def data_pulls(*, session: Session) -> list[dict[str, Any]]:
+    pulls = session.scalars(select(DataPull).order_by(DataPull.id))
+    return [
+        {
+            "pull": p.id,
+            "started_at": p.started_at,
+            "source": p.source,
+            "added": p.n_added,
+            "updated": p.n_updated,
+            "unchanged": p.n_unchanged,
+            "rejected": p.n_rejected,
+            "dataset_size": p.dataset_size,
+        }
+        for p in pulls
+    ]
+
+
+def label_frequencies(*, session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Label.name, func.count(SampleLabel.sample_id))
+        .join(SampleLabel, SampleLabel.label_id == Label.id)
+        .group_by(Label.name)
+        .order_by(Label.name)
+    )
+    return dict(rows.tuples().all())
+
+
+def label_cooccurrence(*, session: Session) -> list[tuple[str, str, int]]:
+    """(label a, label b, samples with both) for every pair that occurs, a != b, counted in SQL."""
+    first, second = aliased(SampleLabel), aliased(SampleLabel)
+    label_a, label_b = aliased(Label), aliased(Label)
+    rows = session.execute(
+        select(label_a.name, label_b.name, func.count())
+        .select_from(first)
+        .join(second, (second.sample_id == first.sample_id) & (second.label_id != first.label_id))
+        .join(label_a, label_a.id == first.label_id)
+        .join(label_b, label_b.id == second.label_id)
+        .group_by(label_a.name, label_b.name)
+    )
+    return [tuple(row) for row in rows]
+
+
+def rejected_rows(*, session: Session, limit: int = 500) -> list[dict[str, Any]]:
+    rows = session.scalars(select(RejectedRow).order_by(RejectedRow.id.desc()).limit(limit))
+    return [
+        {"pull": r.pull_id, "file": r.file, "line": r.line, "id": r.sample_key, "reason": r.reason}
+        for r in rows
+    ]
+
+
+def samples_with_label(*, session: Session, label: str | None, limit: int) -> list[dict[str, Any]]:
+    query = select(Sample).order_by(Sample.id.desc()).limit(limit).options(selectinload(Sample.labels))
+    if label:
+        query = query.where(Sample.labels.any(Label.name == label))
+    return [
+        {"key": s.key, "image_path": s.image_path, "labels": [lab.name for lab in s.labels]}
+        for s in session.scalars(query)
+    ]
+
+
+def run_predictions(*, session: Session, run_id: int, split: str = "oof") -> list[dict[str, Any]]:
+    """A run's predictions with each sample's image and true labels (one run, never the whole table)."""
+    rows = session.execute(
+        select(Prediction.probabilities, Prediction.fold, Sample)
+        .join(Sample, Sample.id == Prediction.sample_id)
+        .where(Prediction.run_id == run_id, Prediction.split == split)
+        .options(selectinload(Sample.labels))
+        .order_by(Sample.id)
+    )
+    return [
+        {
+            "key": sample.key,
+            "image_path": sample.image_path,
+            "labels": [lab.name for lab in sample.labels],
+            "fold": fold,
+            "probabilities": probabilities,
+        }
+        for probabilities, fold, sample in rows
     ]

@@ -45,7 +45,7 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
         return skip_run(config, run_id, pull, decision.reason)
     fold_set_id = build_folds(config, pull.dataset_version)
     outputs = [train_fold(config, run_id, fold_set_id, fold) for fold in range(config.folds.n_folds)]
-    return record_results(config, run_id, pull, fold_set_id, outputs)
+    return record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
 
 
 @flow(

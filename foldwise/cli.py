@@ -138,3 +138,34 @@ def serve(config: ConfigOption, set_: SetOption = None) -> None:
         f"one run at a time ({settings.service.when_busy} when busy); Ctrl-C stops"
     )
     prefect_serve(deployment)
+
+
+@app.command()
+def dashboard(
+    config: ConfigOption,
+    set_: SetOption = None,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 to share it.")] = "127.0.0.1",
+) -> None:
+    """Open the Streamlit dashboard on the config's database (it only reads)."""
+    import os
+    import subprocess
+    import sys
+
+    import dashboard as dashboard_package
+    from foldwise.config import DATABASE_URL_ENV
+
+    settings = read_config(config, set_)
+    app_path = Path(dashboard_package.__file__).parent / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.headless", "true"]
+    command += [
+        "--server.port",
+        str(port),
+        "--server.address",
+        address,
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    typer.echo(f"dashboard at http://{address}:{port} (Ctrl-C stops)")
+    env = os.environ | {DATABASE_URL_ENV: settings.resolved_database_url()}
+    raise typer.Exit(subprocess.call(command, env=env))

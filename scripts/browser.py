@@ -41,7 +41,9 @@ def wait_for_url(url: str, process: subprocess.Popen, timeout: float = 120) -> N
 def background(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as output:
-        process = subprocess.Popen(command, env=os.environ | env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(
+            command, env=os.environ | env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT
+        )
         try:
             yield process
         finally:
@@ -56,7 +58,9 @@ def background(command: list[str], env: dict[str, str], log: Path) -> Iterator[s
 def chromium(width: int = 1400, height: int = 1800) -> Iterator[webdriver.Chrome]:
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not binary or not driver:
-        raise SystemExit("needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver")
+        raise SystemExit(
+            "needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={width},{height}"):

@@ -73,8 +73,14 @@ def write_model_record(
 
 
 def record_results(
-    config: FoldwiseConfig, run_id: int, pull: PullSummary, fold_set_id: int, outputs: list[FoldOutput]
+    config: FoldwiseConfig,
+    run_id: int,
+    pull: PullSummary,
+    fold_set_id: int,
+    outputs: list[FoldOutput],
+    reason: str,
 ) -> RunSummary:
+    """`reason`: why the run trained (the decision), kept with the run."""
     log = get_logger(__name__)
     beta = config.thresholds.beta
     ensemble = gather(outputs)
@@ -131,7 +137,7 @@ def record_results(
             session=session,
             run_id=run_id,
             status=training_store.SUCCEEDED,
-            reason=None,
+            reason=reason,
             pull_id=pull.pull_id,
             fold_set_id=fold_set_id,
             dataset_version=pull.dataset_version,
@@ -160,7 +166,7 @@ def record_results(
     return RunSummary(
         run_id,
         training_store.SUCCEEDED,
-        "trained",
+        reason,
         oof.overall.fbeta_samples,
         holdout[0].overall.fbeta_samples if holdout else None,
     )
