@@ -150,22 +150,12 @@ def dashboard(
     """Open the Streamlit dashboard on the config's database (it only reads)."""
     import os
     import subprocess
-    import sys
 
-    import dashboard as dashboard_package
+    from dashboard import streamlit_command
     from foldwise.config import DATABASE_URL_ENV
 
     settings = read_config(config, set_)
-    app_path = Path(dashboard_package.__file__).parent / "app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.headless", "true"]
-    command += [
-        "--server.port",
-        str(port),
-        "--server.address",
-        address,
-        "--browser.gatherUsageStats",
-        "false",
-    ]
+    command = streamlit_command(port, address)
     typer.echo(f"dashboard at http://{address}:{port} (Ctrl-C stops)")
     env = os.environ | {DATABASE_URL_ENV: settings.resolved_database_url()}
     raise typer.Exit(subprocess.call(command, env=env))

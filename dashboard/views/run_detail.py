@@ -12,16 +12,19 @@ from dashboard.views.common import choose_run
 
 
 def learning_curves(epochs: pd.DataFrame) -> go.Figure:
-    """Loss and F-beta per epoch for each fold; dotted lines where a stage (image size) begins."""
+    """Losses and F-beta per epoch, a panel each, a line per fold; dotted lines where a stage begins."""
     epochs = epochs.copy()
     epochs["step"] = epochs.groupby("fold").cumcount() + 1
-    long = epochs.melt(id_vars=["fold", "step", "size"], value_vars=["train_loss", "valid_loss", "fbeta"])
+    long = epochs.melt(
+        id_vars=["fold", "step"], value_vars=["train_loss", "valid_loss", "fbeta"], var_name="metric"
+    )
     long["fold"] = "fold " + long["fold"].astype(str)
-    figure = px.line(long, x="step", y="value", color="fold", line_dash="variable", markers=True, height=380)
+    figure = px.line(long, x="step", y="value", color="fold", facet_col="metric", markers=True, height=340)
+    figure.update_yaxes(matches=None, showticklabels=True)
     first_fold = epochs[epochs["fold"] == epochs["fold"].min()]
     for _, start in first_fold.groupby("stage").head(1).iterrows():
         figure.add_vline(x=start["step"] - 0.5, line_dash="dot", annotation_text=f"{int(start['size'])} px")
-    figure.update_layout(xaxis_title="epoch (all stages)", title="Learning curves")
+    figure.update_layout(title="Learning curves (x: epoch across stages)")
     return figure
 
 
