@@ -77,6 +77,7 @@ class Sample(Base):
     file_size: Mapped[int] = mapped_column(BigInteger)
     file_mtime_ns: Mapped[int] = mapped_column(BigInteger)
     is_fixed_holdout: Mapped[bool] = mapped_column(default=False)
+    in_gate_set: Mapped[bool | None]  # sticky gate membership (gate.fraction); None: not decided yet
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     first_pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id"))
     updated_pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id"))
@@ -155,6 +156,21 @@ class TrainingLock(Base):
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelDecision(Base):
+    """Who is champion, and why: every gate decision, manual promotion and rollback, in order."""
+
+    __tablename__ = "model_decisions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(20))  # "gate", "promote" (by hand), "rollback"
+    candidate_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    champion_before: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    champion_after: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    promoted: Mapped[bool]
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the numbers behind the decision
 
 
 class Epoch(Base):

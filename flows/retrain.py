@@ -1,4 +1,5 @@
-"""The `retrain` flow: claim -> pull -> decide -> folds -> train each fold -> thresholds, metrics, record.
+"""The `retrain` flow: claim -> pull -> decide -> folds -> train each fold -> thresholds, metrics, record
+-> champion gate -> report.
 
 Its parameter is the configuration model, so the Prefect UI shows a typed form.
 """
@@ -16,7 +17,7 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from foldwise.config import FoldwiseConfig
-from tasks import folds, ingest, report, results, runs, train
+from tasks import folds, ingest, models, registry, report, results, runs, train
 
 # Inputs are configs and ids, outputs go to the DB: nothing to cache between runs.
 task = partial(prefect_task, cache_policy=NO_CACHE)
@@ -28,6 +29,8 @@ skip_run = task(runs.skip_run, name="skip-run")
 build_folds = task(folds.build_folds, name="build-folds")
 train_fold = task(train.train_fold, name="train-fold", task_run_name="train-fold-{fold}")
 record_results = task(results.record_results, name="record-results")
+find_warm_start = task(models.warm_start_source, name="find-warm-start")
+gate_candidate = task(registry.gate_candidate, name="champion-gate")
 publish_report = task(report.publish_report, name="publish-report")
 
 
@@ -44,8 +47,13 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     if not decision.train:
         return skip_run(config, run_id, pull, decision.reason)
     fold_set_id = build_folds(config, pull.dataset_version)
-    outputs = [train_fold(config, run_id, fold_set_id, fold) for fold in range(config.folds.n_folds)]
-    return record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
+    warm_from = find_warm_start(config)
+    outputs = [
+        train_fold(config, run_id, fold_set_id, fold, warm_from) for fold in range(config.folds.n_folds)
+    ]
+    summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
+    gate_candidate(config, run_id)
+    return summary
 
 
 @flow(

@@ -159,3 +159,85 @@ def dashboard(
     typer.echo(f"dashboard at http://{address}:{port} (Ctrl-C stops)")
     env = os.environ | {DATABASE_URL_ENV: settings.resolved_database_url()}
     raise typer.Exit(subprocess.call(command, env=env))
+
+
+@app.command()
+def models(config: ConfigOption, set_: SetOption = None) -> None:
+    """List the models (successful runs), the champion marked, with their latest gate decision."""
+    from db import registry
+    from db.session import ensure_schema, session_scope
+
+    url = read_config(config, set_).resolved_database_url()
+    ensure_schema(url)
+    with session_scope(url) as session:
+        rows = registry.models(session=session)
+    if not rows:
+        typer.echo("no models yet: a successful `foldwise run` makes the first one")
+    for row in rows:
+        marker = "*" if row["champion"] else " "
+        score = "-" if row["fbeta_oof"] is None else f"{row['fbeta_oof']:.4f}"
+        typer.echo(
+            f"{marker} run {row['run_id']:>4}  {row['finished_at']:%Y-%m-%d %H:%M}  {row['dataset_size']:>7} samples"
+            f"  OOF {score}  {row['decision']}"
+        )
+
+
+@app.command()
+def promote(
+    run_id: Annotated[int, typer.Argument(help="The successful run whose model becomes champion.")],
+    config: ConfigOption,
+    set_: SetOption = None,
+    reason: Annotated[str, typer.Option(help="Recorded with the decision.")] = "by hand",
+) -> None:
+    """Make a run's model the champion, whatever the gate said (recorded)."""
+    from tasks.models import ModelError
+    from tasks.registry import RegistryError
+    from tasks.registry import promote as promote_model
+
+    try:
+        typer.echo(promote_model(read_config(config, set_), run_id, reason))
+    except (RegistryError, ModelError) as error:
+        raise fail(str(error)) from None
+
+
+@app.command()
+def rollback(
+    config: ConfigOption,
+    set_: SetOption = None,
+    reason: Annotated[str, typer.Option(help="Recorded with the decision.")] = "by hand",
+) -> None:
+    """Make the previous champion the champion again (recorded)."""
+    from tasks.registry import RegistryError
+    from tasks.registry import rollback as rollback_model
+
+    try:
+        typer.echo(rollback_model(read_config(config, set_), reason))
+    except RegistryError as error:
+        raise fail(str(error)) from None
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    config: ConfigOption,
+    out: Annotated[Path, typer.Option(help="Labels CSV; probabilities go beside it.")],
+    set_: SetOption = None,
+    model: Annotated[str, typer.Option(help="'champion' or a run id.")] = "champion",
+    tta: Annotated[bool, typer.Option(help="Average with test-time augmentation.")] = False,
+) -> None:
+    """Predict labels with the champion ensemble (or a run's): the seeds' submission format."""
+    from flows.predict import predict_flow
+    from tasks.models import ModelError
+
+    settings = read_config(config, set_)
+    try:
+        summary = predict_flow(settings, [str(image) for image in images], str(out), model, tta)
+    except (*known_errors(), ModelError) as error:
+        raise fail(str(error)) from None
+    for path, reason in summary.failures:
+        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(
+        f"{summary.n_predicted} images predicted with run {summary.run_id}: {summary.labels_path}, "
+        f"{summary.probabilities_path}"
+        + (f"; {len(summary.failures)} unreadable, skipped" if summary.failures else "")
+    )

@@ -124,6 +124,12 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0)
     mixup: bool = False
     early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without a better valid_loss.")
+    warm_start: bool = Field(
+        False, description="Start each fold from the champion's weights (same arch); new labels start fresh."
+    )
+    warm_start_stages: list[StageConfig] | None = Field(
+        None, description="Stages of a warm-started run (usually fewer epochs); unset: `stages`."
+    )
 
 
 class ThresholdConfig(Section):
@@ -133,6 +139,25 @@ class ThresholdConfig(Section):
     min_positives: int = Field(
         5, ge=1, description="Classes with fewer OOF positives use the global threshold."
     )
+
+
+class GateConfig(Section):
+    """The champion gate: a candidate replaces the champion only if it is not worse on the gate set."""
+
+    fraction: float = Field(
+        0.1,
+        ge=0,
+        le=0.5,
+        description="Without data.fixed_split_column: this fraction of samples (stratified, chosen once "
+        "and kept as data grows) forms the gate set, never trained on. 0: no gate set.",
+    )
+    tolerance: float = Field(
+        0.0, ge=0, description="The candidate's gate F-beta may be this much below the champion's."
+    )
+    max_class_drop: float = Field(
+        0.05, ge=0, description="No class with enough gate support may lose more F-beta than this."
+    )
+    min_support: int = Field(10, ge=1, description="Gate positives a class needs for the per-class guard.")
 
 
 class ServiceConfig(Section):
@@ -182,6 +207,7 @@ class FoldwiseConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
 
     @model_validator(mode="after")

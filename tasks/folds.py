@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 
 from db import folds as fold_store
+from db import registry
 from db import samples as sample_store
 from db.session import session_scope
 from foldwise.config import FoldsConfig, FoldwiseConfig
@@ -169,6 +170,42 @@ def plan_folds(
     return FoldPlan(sample_ids, folds, label_names, matrix, strategy, parent_id, warnings)
 
 
+def choose_gate_members(matrix: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified `fraction` of the rows (iterative stratification), as a boolean mask."""
+    members = np.zeros(len(matrix), dtype=bool)
+    n_gate = round(len(matrix) * fraction)
+    if n_gate == 0:
+        return members
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_gate, random_state=seed)
+    _, gate_rows = next(splitter.split(np.zeros(len(matrix)), matrix))
+    members[gate_rows] = True
+    return members
+
+
+def gate_set(config: FoldwiseConfig, samples: list[sample_store.StoredSample]) -> list[bool]:
+    """Samples no fold trains on: the fixed split when configured, else a sticky stratified fraction.
+
+    A sample's membership is decided once, the first time folds are built with it, and kept.
+    """
+    if config.data.fixed_split_column:
+        return [sample.is_fixed_holdout for sample in samples]
+    if config.gate.fraction == 0:
+        return [False] * len(samples)
+    url = config.resolved_database_url()
+    with session_scope(url) as session:
+        known = registry.gate_memberships(session=session)
+    undecided = [sample for sample in samples if known.get(sample.id) is None]
+    if undecided:
+        names = sorted(set().union(*(sample.labels for sample in undecided)))
+        matrix = np.array([[name in sample.labels for name in names] for sample in undecided], dtype=np.int8)
+        chosen = choose_gate_members(matrix, config.gate.fraction, config.folds.seed)
+        decided = {sample.id: bool(member) for sample, member in zip(undecided, chosen, strict=True)}
+        with session_scope(url) as session:
+            registry.set_gate_memberships(session=session, members=decided)
+        known |= decided
+    return [bool(known[sample.id]) for sample in samples]
+
+
 def build_folds(config: FoldwiseConfig, dataset_version: str) -> int:
     """Assign the current samples to folds and record them; returns the fold set id."""
     log = get_logger(__name__)
@@ -180,7 +217,7 @@ def build_folds(config: FoldwiseConfig, dataset_version: str) -> int:
     plan = plan_folds(
         [s.id for s in samples],
         [s.labels for s in samples],
-        [s.is_fixed_holdout for s in samples],
+        gate_set(config, samples),
         config.folds,
         previous,
     )

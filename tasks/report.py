@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from db import queries
+from db import queries, registry
 from db.models import Run
 from db.session import session_scope
 from foldwise.config import FoldwiseConfig
@@ -74,6 +74,9 @@ def build_report(config: FoldwiseConfig, run_id: int) -> RunReport:
                     for row in queries.class_results(session=session, run_id=previous.id)
                 },
             }
+        decision = registry.decision_for(session=session, run_id=run_id)
+        if decision:
+            lines += [f"**Champion gate:** {decision.reason}", ""]
         holdout = queries.run_metric(session=session, run_id=run_id, split="holdout")
         scores = {f"OOF {beta} (per-class thresholds)": (oof.fbeta_samples, before.get("oof"))}
         if holdout:

@@ -15,9 +15,10 @@ from tasks.evaluate import Evaluation, evaluate
 from tasks.folds import HOLDOUT
 from tasks.ingest import PullSummary
 from tasks.logs import get_logger
+from tasks.models import run_folder
 from tasks.runs import RunSummary
 from tasks.thresholds import Thresholds, choose_thresholds, samples_fbeta
-from tasks.train import FoldOutput, run_folder
+from tasks.train import FoldOutput
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def write_model_record(
         "folds": [str(output.weights_path.name) for output in sorted(outputs, key=lambda o: o.fold)],
         "config": config.model_dump(mode="json"),
     }
-    (run_folder(config, run_id) / "model.json").write_text(json.dumps(record, indent=2))
+    (run_folder(config, run_id, create=True) / "model.json").write_text(json.dumps(record, indent=2))
 
 
 def record_results(

@@ -29,11 +29,12 @@ from fastai.callback.mixup import MixUp
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.block import DataBlock, MultiCategoryBlock
-from fastai.data.transforms import IndexSplitter
+from fastai.data.transforms import IndexSplitter, Normalize
 from fastai.learner import Learner
 from fastai.metrics import FBetaMulti, accuracy_multi
 from fastai.torch_core import set_seed
 from fastai.vision.augment import Resize, aug_transforms
+from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
@@ -46,6 +47,7 @@ from db.session import session_scope
 from foldwise.config import AugmentConfig, ConfigError, FoldwiseConfig, StageConfig
 from tasks.folds import HOLDOUT
 from tasks.logs import get_logger
+from tasks.models import EnsembleModel, load_model, load_weights, run_folder, warm_state
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -151,14 +153,18 @@ def make_dataloaders(
     config: FoldwiseConfig,
     device: torch.device,
 ):
-    """Presizing: resize items larger than the stage size, then augment and crop on the batch."""
+    """Presizing: resize items larger than the stage size, then augment and crop on the batch.
+
+    The same pipeline serves prediction: `test_dl` applies its validation side (center crop)."""
+    normalize = [Normalize.from_stats(*imagenet_stats)] if config.model.pretrained else []
     block = DataBlock(
         blocks=(ImageBlock, MultiCategoryBlock(vocab=vocab)),
         get_x=image_path,
         get_y=sample_labels,
         splitter=IndexSplitter(valid_index),
         item_tfms=Resize(math.ceil(size * config.augment.presize)),
-        batch_tfms=batch_transforms(size, config.augment),
+        # Explicit, so that prediction (without downloading pretrained weights) normalizes alike.
+        batch_tfms=[*batch_transforms(size, config.augment), *normalize],
     )
     return block.dataloaders(
         frame,
@@ -257,12 +263,6 @@ def load_fold_frame(config: FoldwiseConfig, fold_set_id: int) -> tuple[pd.DataFr
     return frame, vocab
 
 
-def run_folder(config: FoldwiseConfig, run_id: int) -> Path:
-    folder = config.data_home / "runs" / str(run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def fit_stages(
     trainable: pd.DataFrame,
     valid_index: list[int],
@@ -271,26 +271,39 @@ def fit_stages(
     device: torch.device,
     record_epoch,
     fold: int,
+    warm_from: EnsembleModel | None = None,
 ) -> Learner:
-    """Progressive resizing: each stage continues from the previous stage's weights at its own size."""
+    """Progressive resizing: each stage continues from the previous stage's weights at its own size.
+
+    Warm-started, the first stage begins from the champion's weights for this fold, and the stages
+    are `train.warm_start_stages` when set."""
+    stages = (warm_from and config.train.warm_start_stages) or config.train.stages
     learn = None
-    for stage_number, stage in enumerate(config.train.stages):
+    for stage_number, stage in enumerate(stages):
         dls = make_dataloaders(trainable, valid_index, vocab, stage.size, config, device)
         if learn is None:
             learn = build_learner(dls, config, device)
+            if warm_from is not None:
+                source = load_weights(warm_from.fold_paths[fold % len(warm_from.fold_paths)])
+                learn.model.load_state_dict(
+                    warm_state(learn.model.state_dict(), source, warm_from.vocab, vocab)
+                )
         else:
             learn.dls = dls
 
         def record(epoch, values, seconds, stage_number=stage_number, size=stage.size):
             record_epoch(stage=stage_number, size=size, epoch=epoch, values=values, seconds=seconds)
 
-        describe = f"fold {fold} stage {stage_number + 1}/{len(config.train.stages)} ({stage.size}px)"
+        describe = f"fold {fold} stage {stage_number + 1}/{len(stages)} ({stage.size}px)"
         with learn.added_cbs(RecordEpochs(record, describe)):
             fit_stage(learn, stage, config)
     return learn
 
 
-def train_fold(config: FoldwiseConfig, run_id: int, fold_set_id: int, fold: int) -> FoldOutput:
+def train_fold(
+    config: FoldwiseConfig, run_id: int, fold_set_id: int, fold: int, warm_from: int | None = None
+) -> FoldOutput:
+    """Train fold `fold` of the run, from scratch (or pretrained weights), or from run `warm_from`'s."""
     started = time.perf_counter()
     url = config.resolved_database_url()
     device = choose_device(config.train.device)
@@ -308,8 +321,9 @@ def train_fold(config: FoldwiseConfig, run_id: int, fold_set_id: int, fold: int)
     learn = None
     try:
         with fastai_random(seed):
-            learn = fit_stages(trainable, valid_index, vocab, config, device, record_epoch, fold)
-        folder = run_folder(config, run_id)
+            champion = load_model(config, warm_from) if warm_from is not None else None
+            learn = fit_stages(trainable, valid_index, vocab, config, device, record_epoch, fold, champion)
+        folder = run_folder(config, run_id, create=True)
         weights_path = folder / f"fold{fold}.safetensors"
         state = {
             name: tensor.detach().contiguous().cpu() for name, tensor in learn.model.state_dict().items()

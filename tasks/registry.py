@@ -1,0 +1,201 @@
+"""The champion gate, and promotion and rollback by hand. Every decision is recorded with its numbers.
+
+A candidate (a successful run's ensemble) replaces the champion when, on the gate set, its F-beta is
+not worse than the champion's by more than `gate.tolerance`, and no class with at least
+`gate.min_support` gate positives loses more than `gate.max_class_drop`. Both are scored on the
+labels they share; labels only one of them knows are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import fbeta_score
+
+from db import folds as fold_store
+from db import registry
+from db import samples as sample_store
+from db.models import Run
+from db.session import session_scope
+from foldwise.config import FoldwiseConfig, GateConfig
+from tasks.folds import HOLDOUT
+from tasks.logs import get_logger
+from tasks.models import EnsembleModel, load_model
+from tasks.predict import ensemble_probabilities
+from tasks.thresholds import samples_fbeta
+
+
+class RegistryError(ValueError):
+    """A promotion or rollback that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model's gate probabilities, with what is needed to turn them into decisions."""
+
+    run_id: int
+    vocab: list[str]
+    thresholds: np.ndarray
+    probabilities: np.ndarray
+
+
+@dataclass(frozen=True)
+class Verdict:
+    promoted: bool
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def class_fbeta(predicted: np.ndarray, truth: np.ndarray, beta: float) -> np.ndarray:
+    return np.array(
+        [fbeta_score(truth[:, j], predicted[:, j], beta=beta, zero_division=0) for j in range(truth.shape[1])]
+    )
+
+
+def judge(
+    candidate: Scored, champion: Scored, truth_sets: list[set[str]], beta: float, gate: GateConfig
+) -> Verdict:
+    """Compare two scored models on the gate set, on their shared labels. Pure: no I/O."""
+    shared = sorted(set(candidate.vocab) & set(champion.vocab))
+    truth = np.array([[label in labels for label in shared] for labels in truth_sets], dtype=bool).reshape(
+        -1, len(shared)
+    )
+
+    def predicted(model: Scored) -> np.ndarray:
+        columns = [model.vocab.index(label) for label in shared]
+        return model.probabilities[:, columns] >= model.thresholds[columns]
+
+    name = f"F{beta:g}"
+    new, old = predicted(candidate), predicted(champion)
+    new_score, old_score = samples_fbeta(new, truth, beta), samples_fbeta(old, truth, beta)
+    new_classes, old_classes = class_fbeta(new, truth, beta), class_fbeta(old, truth, beta)
+    support = truth.sum(axis=0)
+    regressions = [
+        (label, float(old_f), float(new_f), int(n))
+        for label, new_f, old_f, n in zip(shared, new_classes, old_classes, support, strict=True)
+        if n >= gate.min_support and old_f - new_f > gate.max_class_drop
+    ]
+    details = {
+        "beta": beta,
+        "gate_samples": len(truth_sets),
+        "candidate_fbeta": new_score,
+        "champion_fbeta": old_score,
+        "shared_labels": shared,
+        "only_candidate": sorted(set(candidate.vocab) - set(champion.vocab)),
+        "only_champion": sorted(set(champion.vocab) - set(candidate.vocab)),
+        "classes": {
+            label: {"candidate": float(n), "champion": float(o), "support": int(s)}
+            for label, n, o, s in zip(shared, new_classes, old_classes, support, strict=True)
+        },
+        "regressions": [label for label, *_ in regressions],
+    }
+    versus = f"gate {name} {new_score:.4f} vs champion run {champion.run_id} {old_score:.4f} on {len(shared)} shared labels"
+    if details["only_candidate"] or details["only_champion"]:
+        versus += (
+            f" (only in candidate: {details['only_candidate']}; only in champion: {details['only_champion']})"
+        )
+    if new_score < old_score - gate.tolerance:
+        return Verdict(
+            False, f"rejected: {versus}; worse by more than the tolerance {gate.tolerance:g}", details
+        )
+    if regressions:
+        worst = ", ".join(
+            f"{label} {old_f:.3f} -> {new_f:.3f} ({n} positives)" for label, old_f, new_f, n in regressions
+        )
+        return Verdict(
+            False, f"rejected: {versus}; classes lose more than {gate.max_class_drop:g}: {worst}", details
+        )
+    return Verdict(True, f"promoted: {versus}", details)
+
+
+def gate_samples(config: FoldwiseConfig, fold_set_id: int) -> tuple[list[Path], list[set[str]]]:
+    """The images and true labels of the gate set: the samples the run's folds never trained on."""
+    with session_scope(config.resolved_database_url()) as session:
+        folds = fold_store.load_fold_set(session=session, fold_set_id=fold_set_id).folds
+        samples = sample_store.stored_samples(session=session)
+    members = sorted((s for s in samples.values() if folds.get(s.id) == HOLDOUT), key=lambda s: s.id)
+    return [Path(s.image_path) for s in members], [set(s.labels) for s in members]
+
+
+def score(model: EnsembleModel, paths: list[Path], device: str) -> Scored:
+    return Scored(
+        model.run_id,
+        model.vocab,
+        model.thresholds,
+        ensemble_probabilities(model, paths, device_setting=device),
+    )
+
+
+def gate_candidate(config: FoldwiseConfig, run_id: int) -> Verdict:
+    """Decide whether the run's ensemble becomes champion, and record the decision."""
+    url = config.resolved_database_url()
+    with session_scope(url) as session:
+        champion_id = registry.current_champion(session=session)
+        fold_set_id = session.get_one(Run, run_id).fold_set_id
+    paths, truth_sets = gate_samples(config, fold_set_id)
+    if champion_id is None:
+        verdict = Verdict(True, "promoted: the first model")
+    elif not paths:
+        verdict = Verdict(
+            True, "promoted without comparison: no gate set (set gate.fraction or data.fixed_split_column)"
+        )
+    else:
+        candidate = score(load_model(config, run_id), paths, config.train.device)
+        champion = score(load_model(config, champion_id), paths, config.train.device)
+        verdict = judge(candidate, champion, truth_sets, config.thresholds.beta, config.gate)
+    with session_scope(url) as session:
+        registry.add_decision(
+            session=session,
+            kind=registry.GATE,
+            candidate_run_id=run_id,
+            champion_before=champion_id,
+            champion_after=run_id if verdict.promoted else champion_id,
+            promoted=verdict.promoted,
+            reason=verdict.reason,
+            details=verdict.details,
+        )
+    get_logger(__name__).info("run %d %s", run_id, verdict.reason)
+    return verdict
+
+
+def promote(config: FoldwiseConfig, run_id: int, reason: str = "by hand") -> str:
+    url = config.resolved_database_url()
+    with session_scope(url) as session:
+        run = session.get(Run, run_id)
+        if run is None or run.status != "succeeded":
+            raise RegistryError(f"run {run_id} is not a successful run: only those have a model")
+        load_model(config, run_id)  # its files must be there
+        champion = registry.current_champion(session=session)
+        if champion == run_id:
+            raise RegistryError(f"run {run_id} is already the champion")
+        registry.add_decision(
+            session=session,
+            kind=registry.PROMOTE,
+            candidate_run_id=run_id,
+            champion_before=champion,
+            champion_after=run_id,
+            promoted=True,
+            reason=f"promoted {reason}",
+        )
+    return f"run {run_id} is champion (was {champion})"
+
+
+def rollback(config: FoldwiseConfig, reason: str = "by hand") -> str:
+    url = config.resolved_database_url()
+    with session_scope(url) as session:
+        stack = registry.champion_stack(session=session)
+        if len(stack) < 2:
+            raise RegistryError("nothing to roll back to: there is no earlier champion")
+        registry.add_decision(
+            session=session,
+            kind=registry.ROLLBACK,
+            candidate_run_id=None,
+            champion_before=stack[-1],
+            champion_after=stack[-2],
+            promoted=False,
+            reason=f"rolled back {reason}: run {stack[-1]} -> run {stack[-2]}",
+        )
+    return f"run {stack[-2]} is champion again (was {stack[-1]})"

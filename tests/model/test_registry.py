@@ -1,0 +1,192 @@
+"""Champion gate, manual promote and rollback, prediction and warm start, on really trained runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+from safetensors.torch import load_file
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from db import registry
+from db.models import Epoch, ModelDecision, Prediction, Sample
+from db.session import session_scope
+from flows.predict import predict_flow
+from flows.retrain import retrain
+from foldwise.cli import app
+from foldwise.config import load_config
+from tasks import train as train_module
+from tasks.demo import deliver_drop
+from tasks.models import load_model
+from tasks.predict import ensemble_probabilities
+from tasks.thresholds import samples_fbeta
+from tests.conftest import CONFIGS
+
+pytestmark = pytest.mark.slow
+TINY = [
+    "folds.n_folds=2",
+    "train.batch_size=16",
+    "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=1, lr=1e-3}]",
+    "gate.fraction=0.2",
+    "thresholds.min_positives=2",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def overrides(tmp_path, *extra):
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    return [
+        f"source.path={tmp_path / 'source'}",
+        f"data_home={tmp_path}",
+        f"database_url={url}",
+        *TINY,
+        *extra,
+    ]
+
+
+def champion(url):
+    with session_scope(url) as session:
+        return registry.current_champion(session=session)
+
+
+def test_gate_decisions_manual_promote_and_rollback(tmp_path):
+    config = load_config(CONFIGS / "demo.toml", overrides(tmp_path))
+    url = config.resolved_database_url()
+    deliver_drop(config.source.path, n_images=50)
+    first = retrain(config)
+    assert champion(url) == first.run_id
+    with session_scope(url) as session:
+        gate_first = {s.id for s in session.scalars(select(Sample).where(Sample.in_gate_set))}
+    assert 9 <= len(gate_first) <= 11  # about 20% of 50 (iterative stratification rounds), never trained on
+
+    deliver_drop(config.source.path, n_images=20)
+    second = retrain(config)
+    with session_scope(url) as session:
+        gate_now = {s.id for s in session.scalars(select(Sample).where(Sample.in_gate_set))}
+        decision = session.scalars(select(ModelDecision).order_by(ModelDecision.id)).all()[-1]
+        truth = {s.id: {label.name for label in s.labels} for s in session.scalars(select(Sample))}
+        stored = {
+            p.sample_id: p.probabilities
+            for p in session.scalars(
+                select(Prediction).where(Prediction.run_id == second.run_id, Prediction.split == "holdout")
+            )
+        }
+    assert gate_first < gate_now and 3 <= len(gate_now - gate_first) <= 5  # sticky; ~20% of the new drop
+    assert decision.candidate_run_id == second.run_id and decision.champion_before == first.run_id
+    assert decision.promoted == (champion(url) == second.run_id) and decision.details["gate_samples"] == len(gate_now)
+
+    # The gate's numbers, recomputed from what the run stored: its holdout predictions are the gate
+    # set's, and the inference path that scored it reproduces them.
+    model = load_model(config, second.run_id)
+    ids = sorted(gate_now)
+    with session_scope(url) as session:
+        paths = [session.get(Sample, i).image_path for i in ids]
+    recomputed = ensemble_probabilities(model, [Path(p) for p in paths])
+    assert recomputed == pytest.approx(np.array([stored[i] for i in ids]), abs=1e-4)
+    shared = decision.details["shared_labels"]
+    columns = [model.vocab.index(label) for label in shared]
+    truth_matrix = np.array([[label in truth[i] for label in shared] for i in ids])
+    expected = samples_fbeta(recomputed[:, columns] >= model.thresholds[columns], truth_matrix, 2.0)
+    assert decision.details["candidate_fbeta"] == pytest.approx(expected)
+
+    runner = CliRunner()
+    config_args = ["--config", str(CONFIGS / "demo.toml")] + [
+        part for o in overrides(tmp_path) for part in ("--set", o)
+    ]
+    other = first.run_id if champion(url) == second.run_id else second.run_id
+    before = champion(url)
+    result = runner.invoke(
+        app, ["promote", str(other), *config_args, "--reason", "looks better on the new site"]
+    )
+    assert result.exit_code == 0, result.output
+    assert champion(url) == other
+    listing = runner.invoke(app, ["models", *config_args]).output
+    assert f"* run {other:>4}" in listing and "promoted looks better on the new site" in listing
+    assert runner.invoke(app, ["promote", str(other), *config_args]).exit_code == 2  # already champion
+    result = runner.invoke(app, ["rollback", *config_args])
+    assert result.exit_code == 0 and champion(url) == before
+    with session_scope(url) as session:
+        kinds = [d.kind for d in session.scalars(select(ModelDecision).order_by(ModelDecision.id))]
+    assert kinds == ["gate", "gate", "promote", "rollback"]
+    if before == first.run_id:  # nothing older than the first champion to roll back to
+        assert "no earlier champion" in runner.invoke(app, ["rollback", *config_args]).output
+
+
+def test_predict_writes_the_submission_format_with_per_class_thresholds(tmp_path):
+    config = load_config(CONFIGS / "demo.toml", overrides(tmp_path))
+    deliver_drop(config.source.path, n_images=40)
+    run = retrain(config)
+    images = tmp_path / "new"
+    drop = deliver_drop(images, n_images=6, seed=7)
+    (drop.label_file.parent / "images" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out" / "preds.csv"
+    summary = predict_flow(config, [str(drop.label_file.parent / "images")], str(out))
+    assert summary.run_id == run.run_id and summary.n_predicted == 6
+    [(path, reason)] = summary.failures  # the unreadable image is reported and skipped
+    assert path.endswith("broken.png") and reason.startswith("corrupt image broken.png")
+    record = json.loads((tmp_path / "runs" / str(run.run_id) / "model.json").read_text())
+    with out.open() as handle:
+        rows = list(csv.reader(handle))
+    with (tmp_path / "out" / "preds_probabilities.csv").open() as handle:
+        probabilities = list(csv.DictReader(handle))
+    assert rows[0] == ["image_name", "tags"] and len(rows) == 7 and "broken" not in {r[0] for r in rows}
+    for (image, tags), row in zip(rows[1:], probabilities, strict=True):
+        assert row["image_name"] == image
+        by_hand = [
+            label
+            for label, t in zip(record["vocab"], record["thresholds"], strict=True)
+            if float(row[label]) >= t
+        ]
+        assert tags.split(" ") == by_hand if by_hand else tags == ""
+
+    tta = predict_flow(config, [str(drop.label_file.parent / "images")], str(tmp_path / "tta.csv"), tta=True)
+    with (tmp_path / "tta_probabilities.csv").open() as handle:
+        with_tta = np.array(
+            [[float(v) for k, v in r.items() if k != "image_name"] for r in csv.DictReader(handle)]
+        )
+    plain = np.array([[float(v) for k, v in r.items() if k != "image_name"] for r in probabilities])
+    assert (
+        tta.n_predicted == 6 and with_tta.shape == plain.shape and ((0 <= with_tta) & (with_tta <= 1)).all()
+    )
+    assert not np.allclose(with_tta, plain, atol=1e-6)  # augmented views were averaged in
+
+
+def test_warm_start_begins_from_the_champion_with_its_own_stages(tmp_path, monkeypatch):
+    cold = load_config(CONFIGS / "demo.toml", overrides(tmp_path))
+    deliver_drop(cold.source.path, n_images=40)
+    first = retrain(cold)
+    deliver_drop(cold.source.path, n_images=10)
+    # A learning rate of ~0: the warm-started weights must stay the champion's.
+    warm = load_config(
+        CONFIGS / "demo.toml",
+        overrides(
+            tmp_path, "train.warm_start=true", "train.warm_start_stages=[{size=32, epochs=1, lr=1e-12}]"
+        ),
+    )
+    loaded = []
+    real_load_weights = train_module.load_weights
+    monkeypatch.setattr(
+        train_module, "load_weights", lambda path: loaded.append(path) or real_load_weights(path)
+    )
+    second = retrain(warm)
+    assert sorted(p.name for p in loaded) == ["fold0.safetensors", "fold1.safetensors"]
+    assert {p.parent.name for p in loaded} == {str(first.run_id)}
+    with session_scope(warm.resolved_database_url()) as session:
+        stages = {
+            (e.stage, e.size) for e in session.scalars(select(Epoch).where(Epoch.run_id == second.run_id))
+        }
+    assert stages == {(0, 32)}
+    before = load_file(str(tmp_path / "runs" / str(first.run_id) / "fold0.safetensors"))
+    after = load_file(str(tmp_path / "runs" / str(second.run_id) / "fold0.safetensors"))
+    convolutions = [k for k, v in before.items() if v.ndim == 4]
+    assert convolutions and all(np.allclose(before[k], after[k], atol=1e-6) for k in convolutions)
