@@ -30,3 +30,4 @@ test: setup lint  ## run the test suite (SQLite and the PostgreSQL server on 127
 bench: setup  ## run the benchmarks
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_dashboard.py
+	$(BIN)/python benchmarks/bench_warm_start.py

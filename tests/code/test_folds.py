@@ -95,7 +95,12 @@ def test_holdout_is_never_in_a_fold_and_rare_labels_are_named():
 def test_fold_sets_are_recorded_and_extended_across_demo_drops(tmp_path, database_url):
     config = load_config(
         CONFIGS / "demo.toml",
-        [f"source.path={tmp_path / 'source'}", f"data_home={tmp_path}", f"database_url={database_url}"],
+        [
+            f"source.path={tmp_path / 'source'}",
+            f"data_home={tmp_path}",
+            f"database_url={database_url}",
+            "gate.fraction=0",  # every sample in a fold
+        ],
     )
     deliver_drop(config.source.path, n_images=120)
     first_pull = ingest(config)
