@@ -36,9 +36,11 @@ def read_config(path: Path, overrides: list[str] | None) -> FoldwiseConfig:
 
 def known_errors() -> tuple[type[Exception], ...]:
     from db.session import SchemaError
+    from tasks.archives import UnsafeArchive
     from tasks.ingest import IngestError
+    from tasks.sources import SourceError
 
-    return ConfigError, IngestError, SchemaError
+    return ConfigError, IngestError, SchemaError, SourceError, UnsafeArchive
 
 
 @app.callback()

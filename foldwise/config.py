@@ -27,14 +27,42 @@ class Section(BaseModel):
 
 
 class SourceConfig(Section):
-    """Where labeled batches arrive."""
+    """Where labeled batches arrive: a local folder, a Kaggle competition or dataset, or an fsspec URL."""
 
-    kind: Literal["local"] = "local"
-    path: Path = Field(description="Folder where label files and images arrive.")
+    kind: Literal["local", "kaggle", "url"] = "local"
+    path: Path | None = Field(
+        None,
+        description="Folder that holds the label files and images: the data itself (local), or where "
+        "downloads are extracted (kaggle, url; default: data_home/source).",
+    )
+    competition: str | None = Field(
+        None, description="kaggle: a competition, e.g. 'planet-understanding-the-amazon-from-space'."
+    )
+    files: list[str] | None = Field(None, description="kaggle competition: only these files (default: all).")
+    dataset: str | None = Field(
+        None, description="kaggle: a dataset 'owner/slug', e.g. 'nikitarom/planets-dataset'."
+    )
+    url: str | None = Field(
+        None, description="url: a folder or an archive at any fsspec URL (file://, https://, s3://, gs://)."
+    )
     retries: int = Field(3, ge=0, description="Retries of a data pull that failed transiently.")
     retry_delay_seconds: float = Field(
         10.0, ge=0, description="First retry delay; doubles with each retry (with jitter)."
     )
+
+    @model_validator(mode="after")
+    def _what_the_kind_needs(self) -> SourceConfig:
+        if self.kind == "local" and self.path is None:
+            raise ValueError("source.path is required for a local source")
+        if self.kind == "kaggle" and (self.competition is None) == (self.dataset is None):
+            raise ValueError("a kaggle source needs source.competition or source.dataset (one of them)")
+        if self.kind == "kaggle" and self.dataset and self.dataset.count("/") != 1:
+            raise ValueError(f"source.dataset must be 'owner/slug', not {self.dataset!r}")
+        if self.files and not self.competition:
+            raise ValueError("source.files selects files of a kaggle competition; set source.competition")
+        if self.kind == "url" and not self.url:
+            raise ValueError("a url source needs source.url")
+        return self
 
 
 class DataConfig(Section):
@@ -223,6 +251,12 @@ class FoldwiseConfig(Section):
         if url:
             return url
         return f"sqlite:///{self.data_home.expanduser() / 'foldwise.db'}"
+
+    @model_validator(mode="after")
+    def _downloads_land_in_the_data_home(self) -> FoldwiseConfig:
+        if self.source.path is None:
+            self.source.path = self.data_home / "source"
+        return self
 
     def image_folder(self) -> Path:
         return self.source.path / self.data.image_dir

@@ -22,6 +22,7 @@ from db.models import utcnow
 from db.session import ensure_schema, session_scope
 from foldwise.config import DataConfig, FoldwiseConfig, check_image_folder
 from tasks.logs import get_logger
+from tasks.sources import fetch
 
 TRUE_VALUES = {"true", "1", "yes", "y", "t"}
 FALSE_VALUES = {"false", "0", "no", "n", "f"}
@@ -253,6 +254,7 @@ def read_source(config: FoldwiseConfig) -> tuple[list[LabeledRow], list[Rejectio
 def ingest(config: FoldwiseConfig) -> PullSummary:
     log = get_logger(__name__)
     url = config.resolved_database_url()
+    fetch(config)  # a remote source (Kaggle, URL) is brought into source.path first
     rows, rejections, n_rows = read_source(config)
     ensure_schema(url)
     log.info("read %d rows from %s; checking images", n_rows, config.source.path)

@@ -83,7 +83,9 @@ def test_gate_decisions_manual_promote_and_rollback(tmp_path):
         }
     assert gate_first < gate_now and 3 <= len(gate_now - gate_first) <= 5  # sticky; ~20% of the new drop
     assert decision.candidate_run_id == second.run_id and decision.champion_before == first.run_id
-    assert decision.promoted == (champion(url) == second.run_id) and decision.details["gate_samples"] == len(gate_now)
+    assert decision.promoted == (champion(url) == second.run_id) and decision.details["gate_samples"] == len(
+        gate_now
+    )
 
     # The gate's numbers, recomputed from what the run stored: its holdout predictions are the gate
     # set's, and the inference path that scored it reproduces them.

@@ -1,0 +1,126 @@
+"""A local stand-in for the Kaggle API (only what the kaggle client calls to download data) and a
+plain HTTP file server, both on loopback."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+import zipfile
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from tests.conftest import FORMATS
+
+COMPETITION_CALL = "/api/v1/competitions.CompetitionApiService/DownloadDataFiles"
+DATASET_CALL = "/api/v1/datasets.DatasetApiService/DownloadDataset"
+
+
+def planet_zip(extra_rows: int = 0, slip: bool = False) -> bytes:
+    """A Planet-format mini data set: train_v2.csv and train-jpg/*.jpg, as Kaggle serves it zipped."""
+    lines = (FORMATS / "planet_train_v2.csv").read_text().splitlines()
+    lines += [f"train_extra_{i},clear primary" for i in range(extra_rows)]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("train_v2.csv", "\n".join(lines) + "\n")
+        for index, line in enumerate(lines[1:]):
+            image = io.BytesIO()
+            write_image_bytes(image, (index * 40 % 255, 80, 200))
+            archive.writestr(f"train-jpg/{line.split(',')[0]}.jpg", image.getvalue())
+        if slip:
+            archive.writestr("../../outside.txt", "zip-slip")
+    return buffer.getvalue()
+
+
+def write_image_bytes(buffer: io.BytesIO, color: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), color).save(buffer, format="JPEG")
+
+
+class KaggleStandIn:
+    """Answers DownloadDataFiles / DownloadDataset with a redirect to a file it serves."""
+
+    def __init__(self, username: str, key: str):
+        self.auth = "Basic " + base64.b64encode(f"{username}:{key}".encode()).decode()
+        self.files: dict[str, tuple[bytes, float]] = {}  # competition or owner/slug -> (zip, modified)
+        self.fail_next: list[int] = []  # statuses to answer the next API calls with
+        self.calls: list[str] = []  # "POST <path>" and "GET <path>" in order
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, name: str, content: bytes, modified: float | None = None) -> None:
+        self.files[name] = (content, modified or time.time())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handler(self):
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                standin.calls.append(f"POST {self.path}")
+                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.headers.get("Authorization") != standin.auth:
+                    return self.answer(401, {"code": 401, "message": "Unauthenticated"})
+                if standin.fail_next:
+                    status = standin.fail_next.pop(0)
+                    return self.answer(status, {"code": status, "message": f"stand-in says {status}"})
+                if self.path == COMPETITION_CALL:
+                    name = request.get("competitionName")
+                elif self.path == DATASET_CALL:
+                    name = f"{request.get('ownerSlug')}/{request.get('datasetSlug')}"
+                else:
+                    return self.answer(404, {"code": 404, "message": "no such call"})
+                if name not in standin.files:
+                    return self.answer(404, {"code": 404, "message": "Not found"})
+                self.send_response(302)
+                self.send_header("Location", f"{standin.url}/files/{name.replace('/', '__')}.zip")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):
+                standin.calls.append(f"GET {self.path}")
+                name = self.path.removeprefix("/files/").removesuffix(".zip").replace("__", "/")
+                if name not in standin.files:
+                    return self.answer(404, {"code": 404, "message": "Not found"})
+                content, modified = standin.files[name]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(len(content)))
+                self.send_header("Last-Modified", formatdate(modified, usegmt=True))
+                self.end_headers()
+                self.wfile.write(content)
+
+        return Handler
+
+
+class FileServer:
+    """A plain HTTP server of a folder (for url sources)."""
+
+    def __init__(self, folder: Path):
+        handler = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *args: None})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
