@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import make_url
 
-from db import queries
+from db import queries, registry
 from db.models import Run
 from db.session import current_revision, session_scope
 
@@ -39,6 +39,12 @@ def runs(url: str) -> pd.DataFrame:
         return frame
     frame["duration_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
     return frame
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def champion(url: str) -> int | None:
+    with session_scope(url) as session:
+        return registry.current_champion(session=session)
 
 
 @st.cache_data(ttl=TTL_SECONDS)

@@ -14,11 +14,15 @@ def render(url: str) -> None:
     succeeded = runs[runs["status"] == "succeeded"].dropna(subset=["fbeta_oof"])
     last = runs.iloc[-1]
     left, middle, right = st.columns(3)
+    champion_id = data.champion(url)
     if succeeded.empty:
         left.metric("Best model", "none yet")
     else:
-        best = succeeded.loc[succeeded["fbeta_oof"].idxmax()]
-        left.metric(f"Best model: run {best['id']}", f"OOF F{best['beta']:g} {best['fbeta_oof']:.4f}")
+        # The model in use is the champion (the gate's choice); before any decision, the best OOF score.
+        chosen = succeeded[succeeded["id"] == champion_id]
+        best = chosen.iloc[0] if not chosen.empty else succeeded.loc[succeeded["fbeta_oof"].idxmax()]
+        role = "Champion" if not chosen.empty else "Best model"
+        left.metric(f"{role}: run {best['id']}", f"OOF F{best['beta']:g} {best['fbeta_oof']:.4f}")
         left.caption(f"trained {best['finished_at']:%Y-%m-%d %H:%M} UTC on {best['dataset_size']} samples")
     middle.metric(f"Last run: run {last['id']}", last["status"])
     middle.caption(last["reason"] or "")
@@ -35,7 +39,7 @@ def render(url: str) -> None:
             y=[best["fbeta_oof"]],
             mode="markers",
             marker={"symbol": "star", "size": 16},
-            name=f"best (run {best['id']})",
+            name=f"{role.lower()} (run {best['id']})",
         )
         figure.update_layout(title="F-beta of every successful run", yaxis_title="OOF F-beta", height=350)
         st.plotly_chart(figure, key="fbeta_over_time")
