@@ -16,6 +16,12 @@ from db.session import get_engine
 from foldwise.config import FoldwiseConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# Training small enough for a 2-core CI machine: 2 folds, one epoch at 16 px, one at 32 px.
+TINY_TRAINING = [
+    "folds.n_folds=2",
+    "train.batch_size=16",
+    "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=1, lr=1e-3}]",
+]
 CONFIGS = ROOT / "configs"
 FORMATS = Path(__file__).parent / "data" / "formats"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from test servers

@@ -18,16 +18,11 @@ from db.session import session_scope
 from flows.retrain import retrain
 from foldwise.config import load_config
 from tasks.demo import deliver_drop
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
-TINY = [
-    "folds.n_folds=2",
-    "train.batch_size=16",
-    "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=1, lr=1e-3}]",
-    "thresholds.min_positives=2",
-]
+TINY = [*TINY_TRAINING, "thresholds.min_positives=2"]
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,10 @@ from tasks.demo import deliver_drop
 from tasks.models import load_model
 from tasks.predict import ensemble_probabilities
 from tasks.thresholds import samples_fbeta
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
-TINY = [
-    "folds.n_folds=2",
-    "train.batch_size=16",
-    "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=1, lr=1e-3}]",
-    "gate.fraction=0.2",
-    "thresholds.min_positives=2",
-]
+TINY = [*TINY_TRAINING, "gate.fraction=0.2", "thresholds.min_positives=2"]
 
 
 @pytest.fixture(scope="module", autouse=True)

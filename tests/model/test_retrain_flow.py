@@ -18,15 +18,10 @@ from tasks import train as train_module
 from tasks.demo import deliver_drop
 from tasks.report import build_report
 from tasks.train import PretrainedWeightsUnavailable, build_learner
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
-TINY = [
-    "folds.n_folds=2",
-    "train.batch_size=16",
-    "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=1, lr=1e-3}]",
-    "gate.fraction=0",  # every sample in a fold; the gate set has its own tests
-]
+TINY = [*TINY_TRAINING, "gate.fraction=0"]  # every sample in a fold; the gate set has its own tests
 
 
 @pytest.fixture(scope="module", autouse=True)

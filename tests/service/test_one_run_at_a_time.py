@@ -23,13 +23,9 @@ from tasks import ingest as ingest_module
 from tasks.demo import deliver_drop
 from tasks.ingest import IngestError
 from tasks.runs import claim_training, heartbeat, mark_crashed_runs, start_run
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, TINY_TRAINING
 
-TINY = [
-    "folds.n_folds=2",
-    "train.batch_size=16",
-    "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=1, lr=1e-3}]",
-]
+TINY = TINY_TRAINING
 
 
 def config_for(tmp_path, database_url, *extra):

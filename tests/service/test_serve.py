@@ -24,16 +24,10 @@ from db.session import session_scope
 from flows.deployment import build_deployment
 from foldwise.config import build_config, load_config
 from tasks.demo import deliver_drop
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
-TINY = [
-    "folds.n_folds=2",
-    "train.batch_size=16",
-    "train.stages=[{size=16, epochs=1, lr=1e-2}, {size=32, epochs=1, lr=1e-3}]",
-    "service.cron='0 3 * * *'",
-    "service.timezone='Europe/Paris'",
-]
+TINY = [*TINY_TRAINING, "service.cron='0 3 * * *'", "service.timezone='Europe/Paris'"]
 
 
 @pytest.fixture(scope="module")

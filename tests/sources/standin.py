@@ -16,6 +16,7 @@ from pathlib import Path
 from tests.conftest import FORMATS
 
 COMPETITION_CALL = "/api/v1/competitions.CompetitionApiService/DownloadDataFiles"
+COMPETITION_FILE_CALL = "/api/v1/competitions.CompetitionApiService/DownloadDataFile"
 DATASET_CALL = "/api/v1/datasets.DatasetApiService/DownloadDataset"
 
 
@@ -42,11 +43,12 @@ def write_image_bytes(buffer: io.BytesIO, color: tuple[int, int, int]) -> None:
 
 
 class KaggleStandIn:
-    """Answers DownloadDataFiles / DownloadDataset with a redirect to a file it serves."""
+    """Answers DownloadDataFiles, DownloadDataFile and DownloadDataset with a redirect to a file it
+    serves, as Kaggle redirects to its storage."""
 
     def __init__(self, username: str, key: str):
         self.auth = "Basic " + base64.b64encode(f"{username}:{key}".encode()).decode()
-        self.files: dict[str, tuple[bytes, float]] = {}  # competition or owner/slug -> (zip, modified)
+        self.files: dict[str, tuple[bytes, float]] = {}  # path under /files/ -> (content, modified)
         self.fail_next: list[int] = []  # statuses to answer the next API calls with
         self.calls: list[str] = []  # "POST <path>" and "GET <path>" in order
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
@@ -54,7 +56,12 @@ class KaggleStandIn:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def publish(self, name: str, content: bytes, modified: float | None = None) -> None:
-        self.files[name] = (content, modified or time.time())
+        """All files of a competition or dataset (`owner/slug`), zipped."""
+        self.files[f"{name.replace('/', '__')}.zip"] = (content, modified or time.time())
+
+    def publish_file(self, competition: str, file_name: str, content: bytes) -> None:
+        """One file of a competition."""
+        self.files[f"{competition}/{file_name}"] = (content, time.time())
 
     def close(self) -> None:
         self.server.shutdown()
@@ -84,24 +91,26 @@ class KaggleStandIn:
                     status = standin.fail_next.pop(0)
                     return self.answer(status, {"code": status, "message": f"stand-in says {status}"})
                 if self.path == COMPETITION_CALL:
-                    name = request.get("competitionName")
+                    path = f"{request.get('competitionName')}.zip"
+                elif self.path == COMPETITION_FILE_CALL:
+                    path = f"{request.get('competitionName')}/{request.get('fileName')}"
                 elif self.path == DATASET_CALL:
-                    name = f"{request.get('ownerSlug')}/{request.get('datasetSlug')}"
+                    path = f"{request.get('ownerSlug')}__{request.get('datasetSlug')}.zip"
                 else:
                     return self.answer(404, {"code": 404, "message": "no such call"})
-                if name not in standin.files:
+                if path not in standin.files:
                     return self.answer(404, {"code": 404, "message": "Not found"})
                 self.send_response(302)
-                self.send_header("Location", f"{standin.url}/files/{name.replace('/', '__')}.zip")
+                self.send_header("Location", f"{standin.url}/files/{path}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def do_GET(self):
                 standin.calls.append(f"GET {self.path}")
-                name = self.path.removeprefix("/files/").removesuffix(".zip").replace("__", "/")
-                if name not in standin.files:
+                path = self.path.removeprefix("/files/")
+                if path not in standin.files:
                     return self.answer(404, {"code": 404, "message": "Not found"})
-                content, modified = standin.files[name]
+                content, modified = standin.files[path]
                 self.send_response(200)
                 self.send_header("Content-Type", "application/zip")
                 self.send_header("Content-Length", str(len(content)))

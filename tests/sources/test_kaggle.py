@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import tarfile
 import time
+import zipfile
 
+import py7zr
 import pytest
 from kagglesdk import kaggle_env
 from prefect.testing.utilities import prefect_test_harness
@@ -93,6 +97,22 @@ def test_a_dataset_source_downloads_the_dataset(standin, tmp_path):
     config = kaggle_config(tmp_path, remote="source.dataset=nikitarom/planets-dataset")
     assert ingest(config).n_added == 6
     assert "GET /files/nikitarom__planets-dataset.zip" in standin.calls
+
+
+def test_chosen_competition_files_in_planets_original_format(standin, tmp_path):
+    """train_v2.csv as is, and the images as train-jpg.tar.7z (a tar inside 7z), as Planet's files."""
+    remote = tmp_path / "remote"
+    zipfile.ZipFile(io.BytesIO(planet_zip())).extractall(remote)
+    with tarfile.open(tmp_path / "train-jpg.tar", "w") as handle:
+        handle.add(remote / "train-jpg", arcname="train-jpg")
+    with py7zr.SevenZipFile(tmp_path / "train-jpg.tar.7z", "w") as handle:
+        handle.write(tmp_path / "train-jpg.tar", arcname="train-jpg.tar")
+    standin.publish_file(COMPETITION, "train_v2.csv", (remote / "train_v2.csv").read_bytes())
+    standin.publish_file(COMPETITION, "train-jpg.tar.7z", (tmp_path / "train-jpg.tar.7z").read_bytes())
+    config = kaggle_config(tmp_path, "source.files=['train_v2.csv', 'train-jpg.tar.7z']")
+    assert ingest(config).n_added == 5
+    assert f"GET /files/{COMPETITION}/train-jpg.tar.7z" in standin.calls
+    assert f"GET /files/{COMPETITION}.zip" not in standin.calls  # only the chosen files
 
 
 @pytest.mark.slow
