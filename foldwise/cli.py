@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +49,8 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
     for chatty in ("alembic.runtime.plugins", "httpx"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    # fastai scripts a function at import; torch warns about it in every command otherwise.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 @db_app.command("upgrade")
@@ -170,7 +173,10 @@ def models(config: ConfigOption, set_: SetOption = None) -> None:
     from db.session import ensure_schema, session_scope
 
     url = read_config(config, set_).resolved_database_url()
-    ensure_schema(url)
+    try:
+        ensure_schema(url)
+    except known_errors() as error:
+        raise fail(str(error)) from None
     with session_scope(url) as session:
         rows = registry.models(session=session)
     if not rows:
