@@ -60,14 +60,26 @@ def create_run(
 
 
 def finish_run(
-    *, session: Session, run_id: int, status: str, reason: str | None = None, **values: Any
+    *,
+    session: Session,
+    run_id: int,
+    status: str,
+    reason: str | None = None,
+    release_lock: bool = True,
+    **values: Any,
 ) -> None:
-    """Record how the run ended and release the training lock if it held it, in the same transaction."""
+    """Record how the run ended and, unless told otherwise, release the training lock if it held it,
+    in the same transaction."""
     session.execute(
         update(Run)
         .where(Run.id == run_id)
         .values(status=status, reason=reason, finished_at=utcnow(), **values)
     )
+    if release_lock:
+        release_training_lock(session=session, run_id=run_id)
+
+
+def release_training_lock(*, session: Session, run_id: int) -> None:
     session.execute(delete(TrainingLock).where(TrainingLock.run_id == run_id))
 
 

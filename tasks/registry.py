@@ -18,6 +18,7 @@ from sklearn.metrics import fbeta_score
 from db import folds as fold_store
 from db import registry
 from db import samples as sample_store
+from db import training as training_store
 from db.models import Run
 from db.session import session_scope
 from foldwise.config import FoldwiseConfig, GateConfig
@@ -157,6 +158,7 @@ def gate_candidate(config: FoldwiseConfig, run_id: int) -> Verdict:
             reason=verdict.reason,
             details=verdict.details,
         )
+        training_store.release_training_lock(session=session, run_id=run_id)  # the run's last step
     get_logger(__name__).info("run %d %s", run_id, verdict.reason)
     return verdict
 

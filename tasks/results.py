@@ -139,6 +139,7 @@ def record_results(
             run_id=run_id,
             status=training_store.SUCCEEDED,
             reason=reason,
+            release_lock=False,  # the champion gate comes next, still one run at a time
             pull_id=pull.pull_id,
             fold_set_id=fold_set_id,
             dataset_version=pull.dataset_version,

@@ -179,7 +179,11 @@ def claim_training(config: FoldwiseConfig, run_id: int, poll_seconds: float = CL
                 )
             holder = training_store.training_lock_holder(session=session)
             holder_id, since = (holder.id, holder.claimed_at) if holder else (None, None)
-        if holder_id is None:  # released between the claim and the look
+            if holder is not None and holder.status != training_store.RUNNING:
+                # Its process died between recording its results and the champion gate.
+                training_store.release_training_lock(session=session, run_id=holder.id)
+                holder_id = None
+        if holder_id is None:  # released between the claim and the look, or left by an ended run
             continue
         if mark_crashed_runs(config):
             continue

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from db import registry
-from db.models import Epoch, ModelDecision, Prediction, Sample
+from db.models import Epoch, ModelDecision, Prediction, Sample, TrainingLock
 from db.session import session_scope
 from flows.predict import predict_flow
 from flows.retrain import retrain
@@ -60,6 +60,7 @@ def test_gate_decisions_manual_promote_and_rollback(tmp_path):
     first = retrain(config)
     assert champion(url) == first.run_id
     with session_scope(url) as session:
+        assert session.scalar(select(TrainingLock)) is None  # released by the gate, the run's last step
         gate_first = {s.id for s in session.scalars(select(Sample).where(Sample.in_gate_set))}
     assert 9 <= len(gate_first) <= 11  # about 20% of 50 (iterative stratification rounds), never trained on
 

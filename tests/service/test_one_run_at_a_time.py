@@ -61,6 +61,19 @@ def test_one_claim_at_a_time_released_when_the_holder_ends(tmp_path, database_ur
         assert session.get_one(Run, other).claimed_at is not None
 
 
+def test_a_lock_left_by_a_run_that_ended_before_its_gate_is_released(tmp_path, database_url):
+    """A process that died between recording its results and the champion gate leaves its lock."""
+    config = config_for(tmp_path, database_url, "service.when_busy=skip")
+    ended, next_run = start_run(config), start_run(config)
+    assert claim_training(config, ended).train
+    with session_scope(database_url) as session:
+        training_store.finish_run(
+            session=session, run_id=ended, status=training_store.SUCCEEDED, release_lock=False
+        )
+        assert session.scalar(select(TrainingLock)).run_id == ended
+    assert claim_training(config, next_run).train
+
+
 def test_a_waiting_run_claims_when_the_holder_ends_or_gives_up_in_time(tmp_path, database_url):
     config = config_for(tmp_path, database_url)  # service.when_busy = "wait"
     holder, waiter = start_run(config), start_run(config)
