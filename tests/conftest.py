@@ -60,6 +60,20 @@ def write_image(path: Path, color: tuple[int, int, int] = (120, 60, 30), size: i
     Image.new("RGB", (size, size), color).save(path)
 
 
+def tiny_demo_config(tmp_path: Path, database_url: str, *overrides: str) -> FoldwiseConfig:
+    """The demo config with tiny training, its source, data home and database under `tmp_path`."""
+    return load_config(
+        CONFIGS / "demo.toml",
+        [
+            f"source.path={tmp_path / 'source'}",
+            f"data_home={tmp_path}",
+            f"database_url={database_url}",
+            *TINY_TRAINING,
+            *overrides,
+        ],
+    )
+
+
 def seed_source(tmp_path: Path, seed_format: str) -> Path:
     """A source folder holding a seed's label file (first rows of the real one) and its images."""
     source = tmp_path / "source"

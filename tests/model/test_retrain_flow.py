@@ -18,10 +18,11 @@ from tasks import train as train_module
 from tasks.demo import deliver_drop
 from tasks.report import build_report
 from tasks.train import PretrainedWeightsUnavailable, build_learner
-from tests.conftest import CONFIGS, TINY_TRAINING
+from tests.conftest import CONFIGS, TINY_TRAINING, tiny_demo_config
 
 pytestmark = pytest.mark.slow
-TINY = [*TINY_TRAINING, "gate.fraction=0"]  # every sample in a fold; the gate set has its own tests
+NO_GATE = "gate.fraction=0"  # every sample in a fold; the gate set has its own tests
+TINY = [*TINY_TRAINING, NO_GATE]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,16 +32,7 @@ def prefect_server():
 
 
 def tiny_config(tmp_path, database_url, *extra):
-    return load_config(
-        CONFIGS / "demo.toml",
-        [
-            f"source.path={tmp_path / 'source'}",
-            f"data_home={tmp_path}",
-            f"database_url={database_url}",
-            *TINY,
-            *extra,
-        ],
-    )
+    return tiny_demo_config(tmp_path, database_url, NO_GATE, *extra)
 
 
 def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch):

@@ -18,27 +18,17 @@ from db import training as training_store
 from db.models import Epoch, Run, TrainingLock, utcnow
 from db.session import ensure_schema, session_scope
 from flows.retrain import retrain
-from foldwise.config import load_config
 from tasks import ingest as ingest_module
 from tasks.demo import deliver_drop
 from tasks.ingest import IngestError
 from tasks.runs import claim_training, heartbeat, mark_crashed_runs, start_run
-from tests.conftest import CONFIGS, TINY_TRAINING
+from tests.conftest import CONFIGS, TINY_TRAINING, tiny_demo_config
 
 TINY = TINY_TRAINING
 
 
 def config_for(tmp_path, database_url, *extra):
-    return load_config(
-        CONFIGS / "demo.toml",
-        [
-            f"source.path={tmp_path / 'source'}",
-            f"data_home={tmp_path}",
-            f"database_url={database_url}",
-            *TINY,
-            *extra,
-        ],
-    )
+    return tiny_demo_config(tmp_path, database_url, *extra)
 
 
 def dead_pid() -> int:
