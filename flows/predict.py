@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from prefect import flow
-from prefect import task as prefect_task
-from prefect.cache_policies import NO_CACHE
 
+from flows import task
 from foldwise.config import FoldwiseConfig
 from tasks import models, predict
 
-task = partial(prefect_task, cache_policy=NO_CACHE)
 resolve_model = task(models.resolve_model, name="resolve-model")
 predict_images = task(predict.predict_images, name="predict-images")
 write_predictions = task(predict.write_predictions, name="write-predictions")

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from functools import partial
 
 from prefect import flow
-from prefect import task as prefect_task
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
+from flows import task
 from foldwise.config import FoldwiseConfig
 from tasks import folds, ingest, models, registry, report, results, runs, train
 
-# Inputs are configs and ids, outputs go to the DB: nothing to cache between runs.
-task = partial(prefect_task, cache_policy=NO_CACHE)
 start_run = task(runs.start_run, name="start-run")
 claim_training = task(runs.claim_training, name="claim-training")
 pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=ingest.retry_pull)

@@ -78,8 +78,6 @@ def extract_tar(archive: Path, target: Path) -> None:
             members = tar_members(archive, handle)
             handle.extractall(target, members=members, filter="data")
     except (tarfile.ReadError, EOFError, OSError) as error:
-        if isinstance(error, CorruptArchive):
-            raise
         raise CorruptArchive(f"{archive.name}: cannot be read as a tar archive ({error})") from None
 
 

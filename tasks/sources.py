@@ -85,7 +85,7 @@ def kaggle_error(error: Exception, what: str) -> Exception:
     """An HTTP error of the Kaggle API as an error that says what to do, or as a transient one."""
     response = getattr(error, "response", None)
     status = getattr(response, "status_code", None)
-    if status in (401,):
+    if status == 401:
         return SourceError(
             f"Kaggle rejected the credentials (401) for {what}: check KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, or kaggle.json"
         )
