@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from foldwise.errors import FoldwiseError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -65,7 +67,7 @@ def current_revision(url: str) -> str | None:
         return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
-class SchemaError(RuntimeError):
+class SchemaError(FoldwiseError, RuntimeError):
     """The database schema is not the one this code expects."""
 
 

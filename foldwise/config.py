@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from foldwise.errors import FoldwiseError
+
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
 
 
-class ConfigError(ValueError):
+class ConfigError(FoldwiseError, ValueError):
     """A configuration that cannot be used; the message says what to change."""
 
 
@@ -48,6 +50,17 @@ class SourceConfig(Section):
     retries: int = Field(3, ge=0, description="Retries of a data pull that failed transiently.")
     retry_delay_seconds: float = Field(
         10.0, ge=0, description="First retry delay; doubles with each retry (with jitter)."
+    )
+    max_extract_gib: float = Field(
+        200.0, gt=0, description="An archive may not unpack to more than this many GiB in all."
+    )
+    max_compression_ratio: float = Field(
+        200.0,
+        gt=1,
+        description="An archive may not unpack to more than this many times its own size (zip bombs).",
+    )
+    max_archive_members: int = Field(
+        2_000_000, ge=1, description="An archive may not hold more entries than this."
     )
 
     @model_validator(mode="after")
@@ -84,6 +97,18 @@ class DataConfig(Section):
         None, description="Fixed label vocabulary; rows with other labels are rejected. None: grows."
     )
     allow_empty_labels: bool = Field(False, description="Accept rows without any label.")
+    on_removed: Literal["retire", "keep"] = Field(
+        "retire",
+        description="A sample absent from every label file is retired (leaves the folds), or kept.",
+    )
+    on_conflict: Literal["latest", "first", "reject"] = Field(
+        "latest",
+        description="Rows that give one id different labels: the latest row wins (files by time, then "
+        "name; rows in order), the first one wins, or the id is rejected.",
+    )
+    max_image_pixels: int = Field(
+        100_000_000, ge=1, description="Larger images are quarantined unread (decompression bombs)."
+    )
 
     @field_validator("label_delimiter")
     @classmethod
@@ -152,6 +177,9 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0)
     mixup: bool = False
     early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without a better valid_loss.")
+    fold_timeout_minutes: float | None = Field(
+        None, gt=0, description="A fold that trains longer fails the run (the lock is freed); unset: none."
+    )
     warm_start: bool = Field(
         False, description="Start each fold from the champion's weights (same arch); new labels start fresh."
     )
@@ -201,7 +229,13 @@ class ServiceConfig(Section):
         360.0, gt=0, description="A waiting run gives up (skipped) after this."
     )
     stale_after_minutes: float = Field(
-        10.0, gt=0, description="A running run whose heartbeat is this old is taken as crashed."
+        10.0,
+        gt=0,
+        description="A run (or the holder of the training lock) whose heartbeat is this old is taken as "
+        "crashed; on the same host a holder whose process is gone is taken at once.",
+    )
+    run_timeout_minutes: float | None = Field(
+        None, gt=0, description="A run that lasts longer fails (the lock is freed); unset: none."
     )
 
     @field_validator("timezone")

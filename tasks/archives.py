@@ -15,10 +15,12 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from foldwise.errors import FoldwiseError
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.7z", ".7z")
 
 
-class UnsafeArchive(ValueError):
+class UnsafeArchive(FoldwiseError, ValueError):
     """An archive with an entry that would land outside the target folder, or a link: refused."""
 
 

@@ -21,6 +21,7 @@ from db import samples as sample_store
 from db.models import utcnow
 from db.session import ensure_schema, session_scope
 from foldwise.config import DataConfig, FoldwiseConfig, check_image_folder
+from foldwise.errors import FoldwiseError
 from tasks.logs import get_logger
 from tasks.sources import fetch
 
@@ -29,7 +30,7 @@ FALSE_VALUES = {"false", "0", "no", "n", "f"}
 MAX_LOGGED_REJECTIONS = 20
 
 
-class IngestError(ValueError):
+class IngestError(FoldwiseError, ValueError):
     """A label file that cannot be read as configured; nothing was recorded."""
 
 

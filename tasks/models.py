@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from db import registry
 from db.session import session_scope
 from foldwise.config import FoldwiseConfig
+from foldwise.errors import FoldwiseError
 from tasks.logs import get_logger
 
 
@@ -29,7 +30,7 @@ def run_folder(config: FoldwiseConfig, run_id: int, create: bool = False) -> Pat
     return folder
 
 
-class ModelError(ValueError):
+class ModelError(FoldwiseError, ValueError):
     """No such model, or its files cannot be used; the message says which and why."""
 
 

@@ -22,6 +22,7 @@ from db import training as training_store
 from db.models import Run
 from db.session import session_scope
 from foldwise.config import FoldwiseConfig, GateConfig
+from foldwise.errors import FoldwiseError
 from tasks.folds import HOLDOUT
 from tasks.logs import get_logger
 from tasks.models import EnsembleModel, load_model
@@ -29,7 +30,7 @@ from tasks.predict import ensemble_probabilities
 from tasks.thresholds import samples_fbeta
 
 
-class RegistryError(ValueError):
+class RegistryError(FoldwiseError, ValueError):
     """A promotion or rollback that cannot be done; the message says why."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from foldwise.config import FoldwiseConfig
+from foldwise.errors import FoldwiseError
 from tasks.archives import CorruptArchive, extract, is_archive
 from tasks.logs import get_logger
 
@@ -32,7 +33,7 @@ CREDENTIAL_HELP = (
 )
 
 
-class SourceError(ValueError):
+class SourceError(FoldwiseError, ValueError):
     """A source that cannot be pulled until the user changes something; the message says what."""
 
 

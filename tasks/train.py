@@ -45,12 +45,13 @@ from db import samples as sample_store
 from db import training as training_store
 from db.session import session_scope
 from foldwise.config import AugmentConfig, ConfigError, FoldwiseConfig, StageConfig
+from foldwise.errors import FoldwiseError
 from tasks.folds import HOLDOUT
 from tasks.logs import get_logger
 from tasks.models import EnsembleModel, load_model, load_weights, run_folder, warm_state
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(FoldwiseError, RuntimeError):
     """Pretrained weights were asked for and cannot be had (offline, no cache)."""
 
 
