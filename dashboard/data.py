@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from db import queries, registry
 from db.models import Run
-from db.session import current_revision, session_scope
+from db.session import current_revision, read_scope
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
 DEMO_DATABASE = Path(__file__).resolve().parents[1] / "var" / "demo" / "foldwise.db"
@@ -33,7 +33,7 @@ def has_schema(url: str) -> bool:
 
 @st.cache_data(ttl=TTL_SECONDS)
 def runs(url: str) -> pd.DataFrame:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         frame = pd.DataFrame(queries.runs_overview(session=session))
     if frame.empty:
         return frame
@@ -43,13 +43,13 @@ def runs(url: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=TTL_SECONDS)
 def champion(url: str) -> int | None:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return registry.current_champion(session=session)
 
 
 @st.cache_data(ttl=TTL_SECONDS)
 def run_record(url: str, run_id: int) -> dict[str, Any]:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         run = session.get_one(Run, run_id)
         previous = queries.previous_succeeded_run(session=session, run_id=run_id)
         return {
@@ -69,38 +69,38 @@ def run_record(url: str, run_id: int) -> dict[str, Any]:
 
 @st.cache_data(ttl=TTL_SECONDS)
 def epochs(url: str, run_id: int) -> pd.DataFrame:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return pd.DataFrame(queries.epochs(session=session, run_id=run_id))
 
 
 @st.cache_data(ttl=TTL_SECONDS)
 def class_results(url: str, run_id: int) -> pd.DataFrame:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return pd.DataFrame(queries.class_results(session=session, run_id=run_id))
 
 
 @st.cache_data(ttl=TTL_SECONDS)
 def threshold_curve(url: str, run_id: int, label: str) -> list[float]:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = queries.threshold_curve(session=session, run_id=run_id, label=label)
         return list(row.curve) if row else []
 
 
 @st.cache_data(ttl=TTL_SECONDS)
 def fold_label_counts(url: str, fold_set_id: int) -> pd.DataFrame:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return pd.DataFrame(queries.fold_label_counts(session=session, fold_set_id=fold_set_id))
 
 
 @st.cache_data(ttl=TTL_SECONDS)
 def data_pulls(url: str) -> pd.DataFrame:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return pd.DataFrame(queries.data_pulls(session=session))
 
 
 @st.cache_data(ttl=TTL_SECONDS)
 def label_frequencies(url: str) -> pd.Series:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return pd.Series(queries.label_frequencies(session=session), name="samples", dtype="int64")
 
 
@@ -109,7 +109,7 @@ def label_cooccurrence(url: str) -> pd.DataFrame:
     """Square matrix: samples carrying both labels; the diagonal holds each label's own count."""
     frequencies = label_frequencies(url)
     matrix = pd.DataFrame(0, index=frequencies.index, columns=frequencies.index, dtype="int64")
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         for first, second, count in queries.label_cooccurrence(session=session):
             matrix.loc[first, second] = count
     for label, count in frequencies.items():
@@ -119,17 +119,17 @@ def label_cooccurrence(url: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=TTL_SECONDS)
 def rejected_rows(url: str) -> pd.DataFrame:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return pd.DataFrame(queries.rejected_rows(session=session))
 
 
 @st.cache_data(ttl=TTL_SECONDS)
 def samples_with_label(url: str, label: str | None, limit: int) -> list[dict[str, Any]]:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return queries.samples_with_label(session=session, label=label, limit=limit)
 
 
 @st.cache_data(ttl=TTL_SECONDS)
 def run_predictions(url: str, run_id: int) -> list[dict[str, Any]]:
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return queries.run_predictions(session=session, run_id=run_id)

@@ -11,13 +11,16 @@ from sqlalchemy.orm import Session
 from db.models import FoldAssignment, FoldLabelCount, FoldSet
 from db.samples import label_ids
 
+HOLDOUT = -1  # fold number of gate-set (holdout) samples: predicted by every fold, trained on by none
+
 
 @dataclass(frozen=True)
 class StoredFoldSet:
     id: int
     n_folds: int
     seed: int
-    folds: dict[int, int]  # sample id -> fold (-1: fixed holdout)
+    dataset_version: str
+    folds: dict[int, int]  # sample id -> fold (HOLDOUT: gate set)
 
 
 def load_fold_set(*, session: Session, fold_set_id: int) -> StoredFoldSet:
@@ -29,7 +32,7 @@ def load_fold_set(*, session: Session, fold_set_id: int) -> StoredFoldSet:
             )
         ).all()
     )
-    return StoredFoldSet(fold_set.id, fold_set.n_folds, fold_set.seed, folds)
+    return StoredFoldSet(fold_set.id, fold_set.n_folds, fold_set.seed, fold_set.dataset_version, folds)
 
 
 def latest_fold_set(*, session: Session) -> StoredFoldSet | None:

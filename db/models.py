@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Double, ForeignKey, Index, MetaData, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names, so that migrations can alter them on SQLite and PostgreSQL alike.
@@ -24,7 +24,8 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    # Double, as SQLAlchemy 2.1 maps `float` and the migrations say; 2.0 would map it to Float.
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, float: Double}
 
 
 class Label(Base):
@@ -48,16 +49,24 @@ class DataPull(Base):
     n_added: Mapped[int] = mapped_column(default=0)
     n_updated: Mapped[int] = mapped_column(default=0)
     n_unchanged: Mapped[int] = mapped_column(default=0)
-    n_rejected: Mapped[int] = mapped_column(default=0)
+    n_rejected: Mapped[int] = mapped_column(default=0)  # rows rejected for the first time in this pull
+    n_quarantined: Mapped[int] = mapped_column(default=0)
+    n_retired: Mapped[int] = mapped_column(default=0)
+    n_restored: Mapped[int] = mapped_column(default=0)
+    new_labels: Mapped[list[Any]] = mapped_column(default=list)  # labels first seen in this pull
     dataset_version: Mapped[str] = mapped_column(String(64))
-    dataset_size: Mapped[int] = mapped_column(default=0)
+    dataset_size: Mapped[int] = mapped_column(default=0)  # active samples
     rejected_rows: Mapped[list[RejectedRow]] = relationship(back_populates="pull")
 
 
 class RejectedRow(Base):
+    """A label-file row (or a whole file) that could not be used, recorded once: at the first pull
+    that met it (`fingerprint`: the file, the row's text and the reason)."""
+
     __tablename__ = "rejected_rows"
     id: Mapped[int] = mapped_column(primary_key=True)
     pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id", ondelete="CASCADE"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
     file: Mapped[str] = mapped_column(Text)
     line: Mapped[int]
     sample_key: Mapped[str | None] = mapped_column(Text)
@@ -65,8 +74,14 @@ class RejectedRow(Base):
     pull: Mapped[DataPull] = relationship(back_populates="rejected_rows")
 
 
+ACTIVE, QUARANTINED, RETIRED = "active", "quarantined", "retired"
+
+
 class Sample(Base):
-    """One labeled image. `key` is the id in the label file (Planet's image_name)."""
+    """One labeled image. `key` is the id in the label file (Planet's image_name).
+
+    Only active samples are in the data set. A quarantined sample's image is gone or unreadable (or its
+    row is); a retired one is in no label file any more. Both come back when their row or file does."""
 
     __tablename__ = "samples"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -76,12 +91,27 @@ class Sample(Base):
     # Size and mtime let a re-pull skip decoding and hashing images that did not change.
     file_size: Mapped[int] = mapped_column(BigInteger)
     file_mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default=ACTIVE, server_default=ACTIVE, index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(default=1, server_default="1")  # +1 when its image or labels change
     is_fixed_holdout: Mapped[bool] = mapped_column(default=False)
     in_gate_set: Mapped[bool | None]  # sticky gate membership (gate.fraction); None: not decided yet
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     first_pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id"))
     updated_pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id"))
     labels: Mapped[list[Label]] = relationship(secondary="sample_labels", order_by="Label.name")
+
+
+class SampleEvent(Base):
+    """What happened to a sample, pull by pull: added, changed (image or labels), quarantined, retired,
+    restored. The audit trail behind the current row."""
+
+    __tablename__ = "sample_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 class SampleLabel(Base):
@@ -144,18 +174,27 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None]  # a running run's process proves it is alive
     claimed_at: Mapped[datetime | None]  # when it got the training lock (after waiting, if it waited)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    # What an operator should know of how it went: folds reused after a crash, why it did not warm-start.
+    notes: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    # The champion whose weights each fold started from: its training data is this model's too.
+    warm_start_from: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     vocabulary: Mapped[list[Any] | None]
     beta: Mapped[float | None]
     global_threshold: Mapped[float | None]
 
 
 class TrainingLock(Base):
-    """At most one row: the run that trains now. Inserting it is the atomic claim (primary key)."""
+    """At most one row: who trains (or changes the data or the champion) now. Inserting it is the
+    atomic claim (primary key); its holder beats `heartbeat_at` until it deletes the row."""
 
     __tablename__ = "training_lock"
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    holder: Mapped[str] = mapped_column(String(100), server_default="")  # "run 12", "foldwise ingest"
+    host: Mapped[str] = mapped_column(String(255), server_default="")
+    pid: Mapped[int] = mapped_column(server_default="0")
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.current_timestamp())
 
 
 class ModelDecision(Base):
@@ -164,7 +203,7 @@ class ModelDecision(Base):
     __tablename__ = "model_decisions"
     id: Mapped[int] = mapped_column(primary_key=True)
     decided_at: Mapped[datetime] = mapped_column(default=utcnow)
-    kind: Mapped[str] = mapped_column(String(20))  # "gate", "promote" (by hand), "rollback"
+    kind: Mapped[str] = mapped_column(String(20))  # "gate", "gate-failed", "promote" (by hand), "rollback"
     candidate_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     champion_before: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     champion_after: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
@@ -192,6 +231,9 @@ class Epoch(Base):
 
 
 class FoldResult(Base):
+    """A trained fold, recorded as soon as its files are in place. A later run with the same
+    `fingerprint` (data, fold assignment, training settings) reuses it instead of training again."""
+
     __tablename__ = "fold_results"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     fold: Mapped[int] = mapped_column(primary_key=True)
@@ -199,6 +241,9 @@ class FoldResult(Base):
     n_valid: Mapped[int]
     seconds: Mapped[float]
     weights_path: Mapped[str] = mapped_column(Text)
+    predictions_path: Mapped[str] = mapped_column(Text, server_default="")
+    fingerprint: Mapped[str] = mapped_column(String(64), server_default="", index=True)
+    reused_from_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
 
 
 class Prediction(Base):

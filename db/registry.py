@@ -11,11 +11,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db.models import ModelDecision, Sample
+from db.folds import HOLDOUT, load_fold_set
+from db.models import FoldAssignment, ModelDecision, Run, Sample
 from db.queries import runs_overview
 from db.training import SUCCEEDED
 
-GATE, PROMOTE, ROLLBACK = "gate", "promote", "rollback"
+GATE, GATE_FAILED, PROMOTE, ROLLBACK = "gate", "gate-failed", "promote", "rollback"
 
 
 def champion_stack(*, session: Session) -> list[int]:
@@ -81,6 +82,47 @@ def models(*, session: Session) -> list[dict[str, Any]]:
         for run in runs_overview(session=session)
         if run["status"] == SUCCEEDED
     ]
+
+
+def lineage(*, session: Session, run_id: int) -> list[int]:
+    """The run and every champion its weights descend from (warm starts), newest first."""
+    chain = [run_id]
+    while (source := session.get_one(Run, chain[-1]).warm_start_from) is not None and source not in chain:
+        chain.append(source)
+    return chain
+
+
+def training_folds(*, session: Session, run_ids: list[int]) -> list[dict[int, int]]:
+    """For each run, the fold of every sample its fold set placed (HOLDOUT: not trained on)."""
+    fold_sets = [session.get_one(Run, run_id).fold_set_id for run_id in run_ids]
+    return [
+        load_fold_set(session=session, fold_set_id=fold_set_id).folds
+        for fold_set_id in fold_sets
+        if fold_set_id is not None
+    ]
+
+
+def ungated_runs(*, session: Session) -> list[int]:
+    """Successful runs that no gate has judged: their process died before or during the gate."""
+    judged = select(ModelDecision.candidate_run_id).where(ModelDecision.kind.in_((GATE, GATE_FAILED)))
+    return list(
+        session.scalars(select(Run.id).where(Run.status == SUCCEEDED, Run.id.not_in(judged)).order_by(Run.id))
+    )
+
+
+def trained_on(*, session: Session, sample_ids: list[int]) -> set[int]:
+    """Those of the samples that some fold set put in a training fold."""
+    found: set[int] = set()
+    for start in range(0, len(sample_ids), 1000):
+        chunk = sample_ids[start : start + 1000]
+        found |= set(
+            session.scalars(
+                select(FoldAssignment.sample_id)
+                .where(FoldAssignment.sample_id.in_(chunk), FoldAssignment.fold != HOLDOUT)
+                .distinct()
+            )
+        )
+    return found
 
 
 def gate_memberships(*, session: Session) -> dict[int, bool | None]:

@@ -1,16 +1,19 @@
-"""Data access for the labeled data: vocabulary, samples, pulls and rejected rows."""
+"""Data access for the labeled data: vocabulary, samples and their lifecycle, pulls and rejected rows."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from db.models import DataPull, Label, RejectedRow, Sample, SampleLabel, utcnow
+from db.models import ACTIVE, DataPull, Label, RejectedRow, Sample, SampleEvent, SampleLabel, utcnow
+
+ADDED, CHANGED, QUARANTINED, RETIRED, RESTORED = "added", "changed", "quarantined", "retired", "restored"
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,21 @@ class StoredSample:
     file_size: int
     file_mtime_ns: int
     is_fixed_holdout: bool
+    status: str
+    status_reason: str | None
     labels: frozenset[str]
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    sample_id: int
+    status: str
+    reason: str | None
+    event: str  # QUARANTINED, RETIRED or RESTORED
 
 
 def label_ids(*, session: Session, names: set[str]) -> dict[str, int]:
@@ -43,32 +60,35 @@ def vocabulary(*, session: Session) -> list[str]:
     return list(session.scalars(select(Label.name).order_by(Label.name)))
 
 
-def stored_samples(*, session: Session) -> dict[str, StoredSample]:
+def stored_samples(*, session: Session, active_only: bool = False) -> dict[str, StoredSample]:
+    """Every sample by key (only the active ones, the data set, with `active_only`)."""
     labels_of: dict[int, set[str]] = defaultdict(set)
     for sample_id, name in session.execute(
         select(SampleLabel.sample_id, Label.name).join(Label, Label.id == SampleLabel.label_id)
     ):
         labels_of[sample_id].add(name)
-    result = {}
-    for row in session.execute(
-        select(
-            Sample.id,
-            Sample.key,
-            Sample.image_path,
-            Sample.content_hash,
-            Sample.file_size,
-            Sample.file_mtime_ns,
-            Sample.is_fixed_holdout,
-        )
-    ):
-        result[row.key] = StoredSample(*row, labels=frozenset(labels_of[row.id]))
-    return result
+    query = select(
+        Sample.id,
+        Sample.key,
+        Sample.image_path,
+        Sample.content_hash,
+        Sample.file_size,
+        Sample.file_mtime_ns,
+        Sample.is_fixed_holdout,
+        Sample.status,
+        Sample.status_reason,
+    )
+    if active_only:
+        query = query.where(Sample.status == ACTIVE)
+    return {
+        row.key: StoredSample(*row, labels=frozenset(labels_of[row.id])) for row in session.execute(query)
+    }
 
 
-def dataset_version(samples: list[StoredSample] | Any) -> str:
-    """A short digest of the data set's content: same samples, images and labels, same version."""
+def dataset_version(samples: Iterable[StoredSample]) -> str:
+    """A short digest of the active samples' content: same samples, images and labels, same version."""
     digest = hashlib.sha256()
-    for sample in sorted(samples, key=lambda s: s.key):
+    for sample in sorted((s for s in samples if s.active), key=lambda s: s.key):
         labels = " ".join(sorted(sample.labels))
         digest.update(f"{sample.key}\t{sample.content_hash}\t{labels}\t{sample.is_fixed_holdout}\n".encode())
     return digest.hexdigest()[:16]
@@ -81,12 +101,21 @@ def create_pull(*, session: Session, source: str) -> DataPull:
     return pull
 
 
+def _link_labels(session: Session, links: list[tuple[int, frozenset[str]]], labels: dict[str, int]) -> None:
+    rows = [
+        {"sample_id": sample_id, "label_id": labels[name]} for sample_id, names in links for name in names
+    ]
+    if rows:
+        session.execute(insert(SampleLabel), rows)
+
+
 def add_samples(
     *, session: Session, pull_id: int, samples: list[dict[str, Any]], labels: dict[str, int]
-) -> None:
-    """Insert new samples; each dict has the Sample columns plus `labels` (a set of names)."""
+) -> dict[str, int]:
+    """Insert new samples; each dict has the Sample columns plus `labels` (a set of names).
+    Returns their ids by key."""
     if not samples:
-        return
+        return {}
     now = utcnow()
     rows = [
         {k: v for k, v in s.items() if k != "labels"}
@@ -94,32 +123,56 @@ def add_samples(
         for s in samples
     ]
     ids = dict(session.execute(insert(Sample).returning(Sample.key, Sample.id), rows).all())
-    links = [{"sample_id": ids[s["key"]], "label_id": labels[name]} for s in samples for name in s["labels"]]
-    if links:
-        session.execute(insert(SampleLabel), links)
+    _link_labels(session, [(ids[s["key"]], s["labels"]) for s in samples], labels)
+    return ids
 
 
 def update_samples(
     *, session: Session, pull_id: int, samples: list[tuple[int, dict[str, Any]]], labels: dict[str, int]
 ) -> None:
-    """Overwrite changed samples (by id) with new columns and labels."""
+    """Overwrite changed samples (by id) with new columns and labels: a new version of each."""
     for sample_id, values in samples:
         columns = {k: v for k, v in values.items() if k not in ("labels", "key")}
         session.execute(
-            update(Sample).where(Sample.id == sample_id).values(**columns, updated_pull_id=pull_id)
+            update(Sample)
+            .where(Sample.id == sample_id)
+            .values(**columns, version=Sample.version + 1, updated_pull_id=pull_id)
         )
     changed = [sample_id for sample_id, _ in samples]
-    if changed:
-        session.execute(delete(SampleLabel).where(SampleLabel.sample_id.in_(changed)))
-        links = [
-            {"sample_id": sample_id, "label_id": labels[name]}
-            for sample_id, values in samples
-            for name in values["labels"]
-        ]
-        if links:
-            session.execute(insert(SampleLabel), links)
+    for start in range(0, len(changed), 1000):
+        session.execute(delete(SampleLabel).where(SampleLabel.sample_id.in_(changed[start : start + 1000])))
+    _link_labels(session, [(sample_id, values["labels"]) for sample_id, values in samples], labels)
+
+
+def set_statuses(*, session: Session, pull_id: int, changes: list[StatusChange]) -> None:
+    for change in changes:
+        session.execute(
+            update(Sample)
+            .where(Sample.id == change.sample_id)
+            .values(status=change.status, status_reason=change.reason, updated_pull_id=pull_id)
+        )
+
+
+def add_events(*, session: Session, pull_id: int, events: list[tuple[int, str, str]]) -> None:
+    """(sample id, kind, detail) rows of the audit trail."""
+    if events:
+        session.execute(
+            insert(SampleEvent),
+            [
+                {"sample_id": s, "pull_id": pull_id, "kind": kind, "detail": detail}
+                for s, kind, detail in events
+            ],
+        )
+
+
+def known_rejections(*, session: Session) -> set[str]:
+    return set(session.scalars(select(RejectedRow.fingerprint)))
 
 
 def add_rejections(*, session: Session, pull_id: int, rejections: list[dict[str, Any]]) -> None:
     if rejections:
         session.execute(insert(RejectedRow), [r | {"pull_id": pull_id} for r in rejections])
+
+
+def samples_with_status(*, session: Session, status: str) -> list[Sample]:
+    return list(session.scalars(select(Sample).where(Sample.status == status).order_by(Sample.key)))

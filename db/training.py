@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -22,6 +22,8 @@ from db.models import (
 )
 
 RUNNING, SUCCEEDED, SKIPPED, FAILED, CRASHED = "running", "succeeded", "skipped", "failed", "crashed"
+ENDED_UNFINISHED = (FAILED, CRASHED)  # their recorded folds may be reused by a later run
+LOCK_NAME = "training"
 EPOCH_FIELDS = {
     "train_loss": "train_loss",
     "valid_loss": "valid_loss",
@@ -60,51 +62,75 @@ def create_run(
 
 
 def finish_run(
-    *,
-    session: Session,
-    run_id: int,
-    status: str,
-    reason: str | None = None,
-    release_lock: bool = True,
-    **values: Any,
+    *, session: Session, run_id: int, status: str, reason: str | None = None, **values: Any
 ) -> None:
-    """Record how the run ended and, unless told otherwise, release the training lock if it held it,
-    in the same transaction."""
+    """Record how the run ended (the training lock is released separately, at its very end)."""
     session.execute(
         update(Run)
         .where(Run.id == run_id)
         .values(status=status, reason=reason, finished_at=utcnow(), **values)
     )
-    if release_lock:
-        release_training_lock(session=session, run_id=run_id)
 
 
-def release_training_lock(*, session: Session, run_id: int) -> None:
-    session.execute(delete(TrainingLock).where(TrainingLock.run_id == run_id))
+def fail_running_run(*, session: Session, run_id: int, status: str, reason: str) -> None:
+    """Mark the run failed or crashed, unless it got further: a run whose results are recorded stays
+    succeeded whatever happens after (its gate, say)."""
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RUNNING)
+        .values(status=status, reason=reason, finished_at=utcnow())
+    )
+
+
+def add_note(*, session: Session, run_id: int, note: str) -> None:
+    run = session.get_one(Run, run_id)
+    run.notes = [*run.notes, note]
 
 
 def running_runs(*, session: Session) -> list[Run]:
     return list(session.scalars(select(Run).where(Run.status == RUNNING).order_by(Run.id)))
 
 
-def beat(*, session: Session, run_id: int) -> None:
-    session.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING).values(heartbeat_at=utcnow()))
+def beat(*, session: Session, run_id: int | None, holder: str) -> None:
+    """The holder's process is alive: its run (whatever its status) and its lock, if it holds it."""
+    now = utcnow()
+    if run_id is not None:
+        session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
+    session.execute(update(TrainingLock).where(TrainingLock.holder == holder).values(heartbeat_at=now))
 
 
-def try_claim_training(*, session: Session, run_id: int) -> bool:
-    """Take the training lock for the run: the insert of its single row succeeds for one run only."""
-    try:
-        with session.begin_nested():
-            session.add(TrainingLock(name="training", run_id=run_id))
-    except IntegrityError:
-        return False
-    session.execute(update(Run).where(Run.id == run_id).values(claimed_at=utcnow()))
-    return True
+def insert_training_lock(*, session: Session, run_id: int | None, holder: str, host: str, pid: int) -> None:
+    """The claim: this insert of the lock's single row raises IntegrityError for all but one holder."""
+    now = utcnow()
+    session.execute(
+        insert(TrainingLock).values(
+            name=LOCK_NAME,
+            run_id=run_id,
+            holder=holder,
+            host=host,
+            pid=pid,
+            acquired_at=now,
+            heartbeat_at=now,
+        )
+    )
+    if run_id is not None:
+        session.execute(update(Run).where(Run.id == run_id).values(claimed_at=now))
 
 
-def training_lock_holder(*, session: Session) -> Run | None:
-    lock = session.get(TrainingLock, "training")
-    return session.get(Run, lock.run_id) if lock else None
+def training_lock(*, session: Session) -> TrainingLock | None:
+    return session.get(TrainingLock, LOCK_NAME)
+
+
+def release_training_lock(*, session: Session, holder: str) -> None:
+    session.execute(delete(TrainingLock).where(TrainingLock.holder == holder))
+
+
+def take_over_training_lock(*, session: Session, holder: str, heartbeat_at: datetime) -> bool:
+    """Delete a dead holder's lock, only if it is still the one that was judged dead."""
+    deleted = session.execute(
+        delete(TrainingLock).where(TrainingLock.holder == holder, TrainingLock.heartbeat_at == heartbeat_at)
+    )
+    return deleted.rowcount == 1
 
 
 def last_succeeded_run(*, session: Session) -> Run | None:
@@ -128,8 +154,67 @@ def add_epoch(
     )
 
 
-def add_fold_results(*, session: Session, run_id: int, results: list[dict[str, Any]]) -> None:
-    session.execute(insert(FoldResult), [r | {"run_id": run_id} for r in results])
+def add_fold_result(*, session: Session, run_id: int, **values: Any) -> None:
+    session.execute(insert(FoldResult).values(run_id=run_id, **values))
+
+
+def fold_results(*, session: Session, run_id: int) -> list[FoldResult]:
+    return list(
+        session.scalars(select(FoldResult).where(FoldResult.run_id == run_id).order_by(FoldResult.fold))
+    )
+
+
+def reusable_folds(*, session: Session, fingerprint: str, before_run: int) -> list[FoldResult]:
+    """Folds with this fingerprint that earlier runs recorded but never used in a model (they failed
+    or crashed afterwards), newest first."""
+    return list(
+        session.scalars(
+            select(FoldResult)
+            .join(Run, Run.id == FoldResult.run_id)
+            .where(
+                FoldResult.fingerprint == fingerprint,
+                Run.id < before_run,
+                Run.status.in_(ENDED_UNFINISHED),
+            )
+            .order_by(Run.id.desc())
+        )
+    )
+
+
+def copy_epochs(*, session: Session, from_run: int, to_run: int, fold: int) -> None:
+    columns = [c for c in Epoch.__table__.columns if c.name not in ("id", "run_id")]
+    rows = session.execute(
+        select(*columns).where(Epoch.run_id == from_run, Epoch.fold == fold).order_by(Epoch.id)
+    ).all()
+    if rows:
+        session.execute(insert(Epoch), [dict(row._mapping) | {"run_id": to_run} for row in rows])
+
+
+def unfinished_fold_results_before(*, session: Session, run_id: int) -> list[FoldResult]:
+    """Folds of failed or crashed runs older than this one: no later run can reuse them once this
+    one succeeded on newer data."""
+    return list(
+        session.scalars(
+            select(FoldResult)
+            .join(Run, Run.id == FoldResult.run_id)
+            .where(Run.id < run_id, Run.status.in_(ENDED_UNFINISHED))
+        )
+    )
+
+
+def delete_fold_results(*, session: Session, rows: list[FoldResult]) -> None:
+    for row in rows:
+        session.execute(
+            delete(FoldResult).where(FoldResult.run_id == row.run_id, FoldResult.fold == row.fold)
+        )
+
+
+def recorded_files(*, session: Session) -> set[str]:
+    """Every path the DB refers to under the data home: fold weights and predictions."""
+    paths = set()
+    for weights, predictions in session.execute(select(FoldResult.weights_path, FoldResult.predictions_path)):
+        paths.update(path for path in (weights, predictions) if path)
+    return paths
 
 
 def add_predictions(*, session: Session, run_id: int, rows: list[dict[str, Any]]) -> None:

@@ -1,5 +1,5 @@
-"""The `retrain` flow: claim -> pull -> decide -> folds -> train each fold -> thresholds, metrics, record
--> champion gate -> report.
+"""The `retrain` flow: claim -> tidy up after crashes -> pull -> decide -> folds -> train each fold (or
+reuse it) -> thresholds, metrics, record -> champion gate -> release -> report.
 
 Its parameter is the configuration model, so the Prefect UI shows a typed form.
 """
@@ -19,21 +19,41 @@ from tasks import folds, ingest, models, registry, report, results, runs, train
 
 start_run = task(runs.start_run, name="start-run")
 claim_training = task(runs.claim_training, name="claim-training")
+remove_leftovers = task(models.remove_unrecorded_files, name="remove-leftovers")
+gate_earlier_runs = task(registry.gate_ungated_runs, name="gate-earlier-runs")
 pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=ingest.retry_pull)
 decide = task(runs.decide, name="decide")
 skip_run = task(runs.skip_run, name="skip-run")
 build_folds = task(folds.build_folds, name="build-folds")
+find_warm_start = task(models.warm_start_source, name="find-warm-start")
 train_fold = task(train.train_fold, name="train-fold", task_run_name="train-fold-{fold}")
 record_results = task(results.record_results, name="record-results")
-find_warm_start = task(models.warm_start_source, name="find-warm-start")
 gate_candidate = task(registry.gate_candidate, name="champion-gate")
 publish_report = task(report.publish_report, name="publish-report")
+
+
+def train_folds(
+    config: FoldwiseConfig, run_id: int, fold_set_id: int, warm_from: int | None
+) -> list[train.FoldOutput]:
+    minutes = config.train.fold_timeout_minutes
+    train_one = train_fold.with_options(timeout_seconds=minutes * 60 if minutes else None)
+    outputs = []
+    for fold in range(config.folds.n_folds):
+        try:
+            outputs.append(train_one(config, run_id, fold_set_id, fold, warm_from))
+        except TimeoutError:
+            raise runs.TimedOut(
+                f"fold {fold} timed out after {minutes:g} minutes (train.fold_timeout_minutes)"
+            ) from None
+    return outputs
 
 
 def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunSummary:
     claim = claim_training(config, run_id)
     if not claim.train:
         return skip_run(config, run_id, None, claim.reason)
+    remove_leftovers(config)
+    gate_earlier_runs(config)
     pull = pull_data.with_options(
         retries=config.source.retries,
         retry_delay_seconds=exponential_backoff(config.source.retry_delay_seconds),
@@ -43,10 +63,8 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     if not decision.train:
         return skip_run(config, run_id, pull, decision.reason)
     fold_set_id = build_folds(config, pull.dataset_version)
-    warm_from = find_warm_start(config)
-    outputs = [
-        train_fold(config, run_id, fold_set_id, fold, warm_from) for fold in range(config.folds.n_folds)
-    ]
+    warm_from = find_warm_start(config, run_id, fold_set_id)
+    outputs = train_folds(config, run_id, fold_set_id, warm_from)
     summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
     gate_candidate(config, run_id)
     return summary
@@ -59,12 +77,19 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
 def retrain(config: FoldwiseConfig, force: bool = False) -> runs.RunSummary:
     started = time.perf_counter()
     run_id = start_run(config, flow_run_id=flow_run.get_id())
+    error = None
     try:
-        with runs.heartbeat(config, run_id):
+        with (
+            runs.heartbeat(config, run_id, runs.run_holder(run_id)),
+            runs.time_limit(
+                config.service.run_timeout_minutes, f"run {run_id}", "service.run_timeout_minutes"
+            ),
+        ):
             summary = retrain_steps(config, run_id, force)
-    except BaseException as error:
-        runs.fail_run(config, run_id, error)
+    except BaseException as raised:
+        error = raised
         raise
     finally:
+        runs.end_run(config, run_id, error)  # its last write, and the release of the lock
         publish_report(config, run_id)
     return replace(summary, seconds=time.perf_counter() - started)

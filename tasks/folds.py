@@ -10,11 +10,10 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStrati
 from db import folds as fold_store
 from db import registry
 from db import samples as sample_store
+from db.folds import HOLDOUT
 from db.session import session_scope
 from foldwise.config import FoldsConfig, FoldwiseConfig
 from tasks.logs import get_logger
-
-HOLDOUT = -1  # fold number of fixed-holdout samples: predicted by every fold, trained on by none
 
 
 @dataclass
@@ -185,7 +184,9 @@ def choose_gate_members(matrix: np.ndarray, fraction: float, seed: int) -> np.nd
 def gate_set(config: FoldwiseConfig, samples: list[sample_store.StoredSample]) -> list[bool]:
     """Samples no fold trains on: the fixed split when configured, else a sticky stratified fraction.
 
-    A sample's membership is decided once, the first time folds are built with it, and kept.
+    A sample's membership is decided once, the first time folds are built with it, and kept. A
+    sample that some fold set already trained on (the gate set was enabled later) never joins it:
+    a model that learnt it would be judged on it.
     """
     if config.data.fixed_split_column:
         return [sample.is_fixed_holdout for sample in samples]
@@ -194,12 +195,16 @@ def gate_set(config: FoldwiseConfig, samples: list[sample_store.StoredSample]) -
     url = config.resolved_database_url()
     with session_scope(url) as session:
         known = registry.gate_memberships(session=session)
-    undecided = [sample for sample in samples if known.get(sample.id) is None]
+        undecided = [sample for sample in samples if known.get(sample.id) is None]
+        trained_on = registry.trained_on(session=session, sample_ids=[sample.id for sample in undecided])
+    decided = {sample.id: False for sample in undecided if sample.id in trained_on}
+    undecided = [sample for sample in undecided if sample.id not in trained_on]
     if undecided:
         names = sorted(set().union(*(sample.labels for sample in undecided)))
         matrix = np.array([[name in sample.labels for name in names] for sample in undecided], dtype=np.int8)
         chosen = choose_gate_members(matrix, config.gate.fraction, config.folds.seed)
-        decided = {sample.id: bool(member) for sample, member in zip(undecided, chosen, strict=True)}
+        decided |= {sample.id: bool(member) for sample, member in zip(undecided, chosen, strict=True)}
+    if decided:
         with session_scope(url) as session:
             registry.set_gate_memberships(session=session, members=decided)
         known |= decided
@@ -211,7 +216,7 @@ def build_folds(config: FoldwiseConfig, dataset_version: str) -> int:
     log = get_logger(__name__)
     url = config.resolved_database_url()
     with session_scope(url) as session:
-        samples = list(sample_store.stored_samples(session=session).values())
+        samples = list(sample_store.stored_samples(session=session, active_only=True).values())
         previous = fold_store.latest_fold_set(session=session)
     samples.sort(key=lambda sample: sample.id)
     plan = plan_folds(

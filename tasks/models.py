@@ -1,13 +1,18 @@
 """A trained ensemble on disk: where its files live, how they are read, which one is champion.
 
 Weights are only ever read as plain tensors (safetensors, or torch.load with weights_only=True):
-a file that would need unpickling code is refused.
+a file that would need unpickling code is refused. Files are written whole (a temporary name, then
+a rename) before the DB rows that refer to them; a file no row refers to is a crash's leftover and
+is removed by the next run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,19 +20,115 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from sqlalchemy import select
 
-from db import registry
+from db import queries, registry
+from db import training as training_store
+from db.folds import HOLDOUT, load_fold_set
+from db.models import Run
 from db.session import session_scope
 from foldwise.config import FoldwiseConfig
 from foldwise.errors import FoldwiseError
 from tasks.logs import get_logger
 
+MODEL_RECORD = "model.json"
+
+
+def runs_folder(config: FoldwiseConfig) -> Path:
+    return config.data_home / "runs"
+
 
 def run_folder(config: FoldwiseConfig, run_id: int, create: bool = False) -> Path:
-    folder = config.data_home / "runs" / str(run_id)
+    folder = runs_folder(config) / str(run_id)
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; it becomes `path` only if the block succeeds."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_model_record(config: FoldwiseConfig, run_id: int) -> Path:
+    """model.json beside the weights, from the run's committed rows: enough to predict without the DB
+    (and without unpickling)."""
+    with session_scope(config.resolved_database_url()) as session:
+        run = session.get_one(Run, run_id)
+        thresholds = {
+            row["label"]: row["threshold"] for row in queries.class_results(session=session, run_id=run_id)
+        }
+        folds = training_store.fold_results(session=session, run_id=run_id)
+        record = {
+            "run_id": run_id,
+            "arch": run.config["model"]["arch"],
+            "image_size": run.config["train"]["stages"][-1]["size"],
+            "vocab": run.vocabulary,
+            "thresholds": [thresholds[label] for label in run.vocabulary],
+            "global_threshold": run.global_threshold,
+            "folds": [Path(fold.weights_path).name for fold in folds],
+            "config": run.config,
+        }
+    path = run_folder(config, run_id, create=True) / MODEL_RECORD
+    with atomic_file(path) as partial:
+        partial.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def file_key(path: Path | str) -> tuple[str, str]:
+    """(run folder, file name): how a recorded path is matched on disk, wherever the data home moved."""
+    path = Path(path)
+    return path.parent.name, path.name
+
+
+def remove_unrecorded_files(config: FoldwiseConfig) -> list[Path]:
+    """Delete what crashed runs left under `data_home/runs` that no DB row refers to: half-written
+    files, and weights written before their row. Run under the training lock: nobody writes there."""
+    folder = runs_folder(config)
+    if not folder.is_dir():
+        return []
+    with session_scope(config.resolved_database_url()) as session:
+        recorded = {file_key(path) for path in training_store.recorded_files(session=session)}
+        statuses = dict(session.execute(select(Run.id, Run.status)).tuples().all())
+    removed = []
+    for run_dir in sorted(path for path in folder.iterdir() if path.is_dir() and path.name.isdigit()):
+        status = statuses.get(int(run_dir.name))
+        if status is None or status == training_store.RUNNING:  # not ours to judge
+            continue
+        for path in sorted(run_dir.iterdir()):
+            keep = file_key(path) in recorded or (
+                path.name == MODEL_RECORD and status == training_store.SUCCEEDED
+            )
+            if not keep and path.is_file():
+                path.unlink()
+                removed.append(path)
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+    if removed:
+        get_logger(__name__).info(
+            "removed %d file(s) that crashed runs left without a record: %s",
+            len(removed),
+            ", ".join(str(path.relative_to(folder)) for path in removed[:10]),
+        )
+    return removed
+
+
+def forget_unfinished_folds(config: FoldwiseConfig, before_run: int) -> int:
+    """Once a run succeeded, folds that earlier failed or crashed runs left for reuse are deleted:
+    rows first, then files (a crash in between leaves files the next run removes)."""
+    with session_scope(config.resolved_database_url()) as session:
+        rows = training_store.unfinished_fold_results_before(session=session, run_id=before_run)
+        paths = [Path(path) for row in rows for path in (row.weights_path, row.predictions_path) if path]
+        training_store.delete_fold_results(session=session, rows=rows)
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return len(rows)
 
 
 class ModelError(FoldwiseError, ValueError):
@@ -99,24 +200,64 @@ def resolve_model(config: FoldwiseConfig, model: str) -> EnsembleModel:
     return load_model(config, int(model))
 
 
-def warm_start_source(config: FoldwiseConfig) -> int | None:
-    """The champion a warm start begins from, when `train.warm_start` is on and its arch matches."""
+def warm_start_leaks(current: dict[int, int], ancestors: list[dict[int, int]]) -> dict[int, int]:
+    """For each current fold, how many of its validation samples a model in the champion's lineage
+    trained on for that same fold (any other fold than theirs, the holdout aside)."""
+    leaks: dict[int, int] = {}
+    for sample_id, fold in current.items():
+        if fold == HOLDOUT:
+            continue
+        for folds in ancestors:
+            before = folds.get(sample_id, HOLDOUT)
+            if before not in (HOLDOUT, fold):
+                leaks[fold] = leaks.get(fold, 0) + 1
+                break
+    return leaks
+
+
+def cold_start_reason(config: FoldwiseConfig, champion: int, fold_set_id: int) -> str | None:
+    """Why fold k of this run may not start from fold k of the champion, or None if it may."""
+    arch = load_model(config, champion).config.model.arch
+    if arch != config.model.arch:
+        return f"champion run {champion} is a {arch}, this run trains a {config.model.arch}"
+    with session_scope(config.resolved_database_url()) as session:
+        ancestors = registry.lineage(session=session, run_id=champion)
+        ancestor_folds = registry.training_folds(session=session, run_ids=ancestors)
+        current = load_fold_set(session=session, fold_set_id=fold_set_id)
+        n_folds = session.get_one(Run, champion).config["folds"]["n_folds"]
+    if n_folds != current.n_folds:
+        return f"champion run {champion} has {n_folds} folds, this run {current.n_folds}"
+    leaks = warm_start_leaks(current.folds, ancestor_folds)
+    if leaks:
+        detail = ", ".join(f"fold {fold}: {count}" for fold, count in sorted(leaks.items()))
+        return (
+            f"the folds changed since champion run {champion}: validation samples it (or a model it "
+            f"started from) trained on ({detail})"
+        )
+    return None
+
+
+def warm_start_source(config: FoldwiseConfig, run_id: int, fold_set_id: int) -> int | None:
+    """The champion a warm start begins from: only when `train.warm_start` is on, the arch matches and
+    no current validation sample was in the training data of the champion's same fold (or of a model
+    it descends from). Otherwise a cold start, with the reason in the log and the run's notes."""
     if not config.train.warm_start:
         return None
     log = get_logger(__name__)
-    with session_scope(config.resolved_database_url()) as session:
+    url = config.resolved_database_url()
+    with session_scope(url) as session:
         champion = registry.current_champion(session=session)
     if champion is None:
         log.info("warm start asked for, but there is no champion yet: training from scratch")
         return None
-    arch = load_model(config, champion).config.model.arch
-    if arch != config.model.arch:
-        log.warning(
-            "champion run %d is a %s, this run trains a %s: training from scratch",
-            champion,
-            arch,
-            config.model.arch,
-        )
+    reason = cold_start_reason(config, champion, fold_set_id)
+    with session_scope(url) as session:
+        if reason is None:
+            session.get_one(Run, run_id).warm_start_from = champion
+        else:
+            training_store.add_note(session=session, run_id=run_id, note=f"trained from scratch: {reason}")
+    if reason is not None:
+        log.warning("no warm start: %s; training from scratch", reason)
         return None
     log.info("warm start from champion run %d", champion)
     return champion

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from foldwise.config import FoldwiseConfig
-from tasks.ingest import inspect_image
+from tasks.images import UnreadableImage, read_image
 from tasks.logs import get_logger
 from tasks.models import EnsembleModel, load_weights
 from tasks.train import build_learner, choose_device, make_dataloaders
@@ -71,10 +71,11 @@ def predict_images(
     log = get_logger(__name__)
     readable, failures = [], []
     for path in image_files(inputs):
-        problem = inspect_image(path)
-        if isinstance(problem, str):
-            failures.append((path, problem))
-            log.warning("skipped %s", problem)
+        try:
+            read_image(path, config.data.max_image_pixels)
+        except UnreadableImage as error:
+            failures.append((path, str(error)))
+            log.warning("skipped %s", error)
         else:
             readable.append(path)
     log.info(

@@ -18,15 +18,15 @@ from sklearn.metrics import fbeta_score
 from db import folds as fold_store
 from db import registry
 from db import samples as sample_store
-from db import training as training_store
+from db.folds import HOLDOUT
 from db.models import Run
 from db.session import session_scope
 from foldwise.config import FoldwiseConfig, GateConfig
 from foldwise.errors import FoldwiseError
-from tasks.folds import HOLDOUT
 from tasks.logs import get_logger
-from tasks.models import EnsembleModel, load_model
+from tasks.models import EnsembleModel, load_model, write_model_record
 from tasks.predict import ensemble_probabilities
+from tasks.runs import describe_error, training_lock
 from tasks.thresholds import samples_fbeta
 
 
@@ -113,13 +113,35 @@ def judge(
     return Verdict(True, f"promoted: {versus}", details)
 
 
-def gate_samples(config: FoldwiseConfig, fold_set_id: int) -> tuple[list[Path], list[set[str]]]:
-    """The images and true labels of the gate set: the samples the run's folds never trained on."""
+@dataclass(frozen=True)
+class GateSamples:
+    paths: list[Path]
+    truth_sets: list[set[str]]
+    excluded: int  # gate-set samples left out because a compared model trained on them
+
+
+def gate_samples(config: FoldwiseConfig, run_ids: list[int]) -> GateSamples:
+    """The images and true labels of the current gate set that none of the compared models, nor any
+    model their weights descend from, ever trained on."""
     with session_scope(config.resolved_database_url()) as session:
-        folds = fold_store.load_fold_set(session=session, fold_set_id=fold_set_id).folds
+        latest = fold_store.latest_fold_set(session=session)
+        trained_by = registry.training_folds(
+            session=session,
+            run_ids=[
+                ancestor
+                for run_id in run_ids
+                for ancestor in registry.lineage(session=session, run_id=run_id)
+            ],
+        )
         samples = sample_store.stored_samples(session=session)
-    members = sorted((s for s in samples.values() if folds.get(s.id) == HOLDOUT), key=lambda s: s.id)
-    return [Path(s.image_path) for s in members], [set(s.labels) for s in members]
+    members = sorted(
+        (s for s in samples.values() if latest is not None and latest.folds.get(s.id) == HOLDOUT),
+        key=lambda s: s.id,
+    )
+    unseen = [s for s in members if all(folds.get(s.id, HOLDOUT) == HOLDOUT for folds in trained_by)]
+    return GateSamples(
+        [Path(s.image_path) for s in unseen], [set(s.labels) for s in unseen], len(members) - len(unseen)
+    )
 
 
 def score(model: EnsembleModel, paths: list[Path], device: str) -> Scored:
@@ -131,23 +153,44 @@ def score(model: EnsembleModel, paths: list[Path], device: str) -> Scored:
     )
 
 
+def judge_against_champion(config: FoldwiseConfig, run_id: int, champion_id: int | None) -> Verdict:
+    if champion_id is None:
+        return Verdict(True, "promoted: the first model")
+    gate = gate_samples(config, [run_id, champion_id])
+    if not gate.paths:
+        why = (
+            f"all {gate.excluded} gate-set samples were trained on by one of the models"
+            if gate.excluded
+            else "no gate set (set gate.fraction or data.fixed_split_column)"
+        )
+        return Verdict(True, f"promoted without comparison: {why}")
+    candidate = score(load_model(config, run_id), gate.paths, config.train.device)
+    champion = score(load_model(config, champion_id), gate.paths, config.train.device)
+    verdict = judge(candidate, champion, gate.truth_sets, config.thresholds.beta, config.gate)
+    verdict.details["excluded_trained_on"] = gate.excluded
+    return verdict
+
+
 def gate_candidate(config: FoldwiseConfig, run_id: int) -> Verdict:
-    """Decide whether the run's ensemble becomes champion, and record the decision."""
+    """Decide whether the run's ensemble becomes champion, and record the decision. A gate that
+    fails is recorded as such (the run's results stay as they are), then the error is raised."""
     url = config.resolved_database_url()
     with session_scope(url) as session:
         champion_id = registry.current_champion(session=session)
-        fold_set_id = session.get_one(Run, run_id).fold_set_id
-    paths, truth_sets = gate_samples(config, fold_set_id)
-    if champion_id is None:
-        verdict = Verdict(True, "promoted: the first model")
-    elif not paths:
-        verdict = Verdict(
-            True, "promoted without comparison: no gate set (set gate.fraction or data.fixed_split_column)"
-        )
-    else:
-        candidate = score(load_model(config, run_id), paths, config.train.device)
-        champion = score(load_model(config, champion_id), paths, config.train.device)
-        verdict = judge(candidate, champion, truth_sets, config.thresholds.beta, config.gate)
+    try:
+        verdict = judge_against_champion(config, run_id, champion_id)
+    except Exception as error:
+        with session_scope(url) as session:
+            registry.add_decision(
+                session=session,
+                kind=registry.GATE_FAILED,
+                candidate_run_id=run_id,
+                champion_before=champion_id,
+                champion_after=champion_id,
+                promoted=False,
+                reason=f"gate failed: {describe_error(error)}",
+            )
+        raise
     with session_scope(url) as session:
         registry.add_decision(
             session=session,
@@ -159,14 +202,29 @@ def gate_candidate(config: FoldwiseConfig, run_id: int) -> Verdict:
             reason=verdict.reason,
             details=verdict.details,
         )
-        training_store.release_training_lock(session=session, run_id=run_id)  # the run's last step
     get_logger(__name__).info("run %d %s", run_id, verdict.reason)
     return verdict
 
 
+def gate_ungated_runs(config: FoldwiseConfig) -> list[int]:
+    """Gate the successful runs whose process died before or during their gate (oldest first).
+    A failure is recorded and logged; it does not stop the run that found them."""
+    with session_scope(config.resolved_database_url()) as session:
+        ungated = registry.ungated_runs(session=session)
+    log = get_logger(__name__)
+    for run_id in ungated:
+        log.warning("run %d recorded its results but was never gated: gating it now", run_id)
+        try:
+            write_model_record(config, run_id)  # it may have died before writing it
+            gate_candidate(config, run_id)
+        except Exception as error:
+            log.error("gate of run %d failed: %s", run_id, describe_error(error))
+    return ungated
+
+
 def promote(config: FoldwiseConfig, run_id: int, reason: str = "by hand") -> str:
     url = config.resolved_database_url()
-    with session_scope(url) as session:
+    with training_lock(config, "foldwise promote"), session_scope(url) as session:
         run = session.get(Run, run_id)
         if run is None or run.status != "succeeded":
             raise RegistryError(f"run {run_id} is not a successful run: only those have a model")
@@ -188,7 +246,7 @@ def promote(config: FoldwiseConfig, run_id: int, reason: str = "by hand") -> str
 
 def rollback(config: FoldwiseConfig, reason: str = "by hand") -> str:
     url = config.resolved_database_url()
-    with session_scope(url) as session:
+    with training_lock(config, "foldwise rollback"), session_scope(url) as session:
         stack = registry.champion_stack(session=session)
         if len(stack) < 2:
             raise RegistryError("nothing to roll back to: there is no earlier champion")

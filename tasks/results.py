@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +14,9 @@ from tasks.evaluate import Evaluation, evaluate
 from tasks.folds import HOLDOUT
 from tasks.ingest import PullSummary
 from tasks.logs import get_logger
-from tasks.models import run_folder
+from tasks.models import forget_unfinished_folds, write_model_record
 from tasks.runs import RunSummary
-from tasks.thresholds import Thresholds, choose_thresholds, samples_fbeta
+from tasks.thresholds import choose_thresholds, samples_fbeta
 from tasks.train import FoldOutput
 
 
@@ -56,23 +55,6 @@ def truth_for(config: FoldwiseConfig, ids: np.ndarray, vocab: list[str]) -> np.n
     return truth
 
 
-def write_model_record(
-    config: FoldwiseConfig, run_id: int, vocab: list[str], thresholds: Thresholds, outputs: list[FoldOutput]
-) -> None:
-    """A JSON record beside the weights: enough to predict without the DB (and without unpickling)."""
-    record = {
-        "run_id": run_id,
-        "arch": config.model.arch,
-        "image_size": config.train.stages[-1].size,
-        "vocab": vocab,
-        "thresholds": thresholds.vector().tolist(),
-        "global_threshold": thresholds.global_threshold,
-        "folds": [str(output.weights_path.name) for output in sorted(outputs, key=lambda o: o.fold)],
-        "config": config.model_dump(mode="json"),
-    }
-    (run_folder(config, run_id, create=True) / "model.json").write_text(json.dumps(record, indent=2))
-
-
 def record_results(
     config: FoldwiseConfig,
     run_id: int,
@@ -99,8 +81,6 @@ def record_results(
                 evaluate(probabilities, truth, thresholds.vector(), ensemble.vocab, beta),
                 global_score,
             )
-    write_model_record(config, run_id, ensemble.vocab, thresholds, outputs)
-
     prediction_rows = [
         {"sample_id": int(i), "split": "oof", "fold": int(f), "probabilities": p.round(5).tolist()}
         for i, f, p in zip(ensemble.oof_ids, ensemble.oof_folds, ensemble.oof, strict=True)
@@ -109,20 +89,6 @@ def record_results(
         for i, p in zip(ensemble.holdout_ids, ensemble.holdout, strict=True)
     ]
     with session_scope(config.resolved_database_url()) as session:  # all of it, or none of it
-        training_store.add_fold_results(
-            session=session,
-            run_id=run_id,
-            results=[
-                {
-                    "fold": o.fold,
-                    "n_train": o.n_train,
-                    "n_valid": o.n_valid,
-                    "seconds": o.seconds,
-                    "weights_path": str(o.weights_path),
-                }
-                for o in outputs
-            ],
-        )
         training_store.add_predictions(session=session, run_id=run_id, rows=prediction_rows)
         training_store.add_thresholds(session=session, run_id=run_id, thresholds=thresholds.classes)
         for split, (evaluation, global_score) in evaluations.items():
@@ -139,7 +105,6 @@ def record_results(
             run_id=run_id,
             status=training_store.SUCCEEDED,
             reason=reason,
-            release_lock=False,  # the champion gate comes next, still one run at a time
             pull_id=pull.pull_id,
             fold_set_id=fold_set_id,
             dataset_version=pull.dataset_version,
@@ -148,6 +113,10 @@ def record_results(
             beta=beta,
             global_threshold=thresholds.global_threshold,
         )
+    write_model_record(config, run_id)  # published only once its rows are committed
+    forgotten = forget_unfinished_folds(config, before_run=run_id)
+    if forgotten:
+        log.info("deleted %d fold(s) that earlier unfinished runs had left for reuse", forgotten)
     oof, global_oof = evaluations["oof"]
     log.info(
         "run %d: OOF F%g %.4f with per-class thresholds, %.4f with the global threshold %.3f",

@@ -1,8 +1,11 @@
 """The life of a run record: started, waiting, skipped, failed, crashed or succeeded, with what made it.
 
-One run trains at a time per database: a run claims the training lock (a row in the DB) before it
-pulls data, so the rule holds for Prefect deployments and `foldwise run` alike. A running run's
-process beats a heartbeat; a run whose process is gone is marked crashed by the next run.
+One holder at a time trains, changes the data or changes the champion, per database: it claims the
+training lock (a row in the DB) and holds it to its very last write, whatever becomes of it, so the
+rule holds for Prefect deployments, `foldwise run`, `foldwise ingest` and promotions by hand alike.
+The holder's process beats a heartbeat; a lock whose holder is gone (its process ended, on this host,
+or its heartbeat is older than `service.stale_after_minutes`) is taken over, and a run left `running`
+by a dead process is marked crashed.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from prefect.utilities.timeout import timeout
+from sqlalchemy.exc import IntegrityError
+
 from db import training as training_store
-from db.models import Run, utcnow
+from db.models import TrainingLock, utcnow
 from db.session import ensure_schema, session_scope
 from foldwise.config import FoldwiseConfig
+from foldwise.errors import FoldwiseError
 from tasks.ingest import PullSummary
 from tasks.logs import get_logger
 
@@ -41,6 +48,14 @@ RECORDED_PACKAGES = [
     "pandas",
     "pillow",
 ]
+
+
+class Busy(FoldwiseError):
+    """Another holder has the training lock and `service.when_busy` says not to wait."""
+
+
+class TimedOut(FoldwiseError, TimeoutError):
+    """A run or a fold took longer than its configured limit."""
 
 
 @dataclass(frozen=True)
@@ -94,24 +109,32 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def run_is_alive(run: Run, stale_after: timedelta) -> bool:
+def is_alive(host: str | None, pid: int | None, heartbeat_at: datetime, stale_after: timedelta) -> bool:
     """Alive: a fresh heartbeat and, on this host, its process still exists."""
-    fresh = utcnow() - (run.heartbeat_at or run.started_at) < stale_after
-    if run.host == platform.node() and run.pid is not None:
-        return fresh and process_alive(run.pid)
+    fresh = utcnow() - heartbeat_at < stale_after
+    if host == platform.node() and pid:
+        return fresh and process_alive(pid)
     return fresh
 
 
+def stale_after(config: FoldwiseConfig) -> timedelta:
+    return timedelta(minutes=config.service.stale_after_minutes)
+
+
+def describe_error(error: BaseException) -> str:
+    """The line a person reads: the message alone for errors they can act on, else the type too."""
+    return str(error) if isinstance(error, FoldwiseError) else f"{type(error).__name__}: {error}"
+
+
 def mark_crashed_runs(config: FoldwiseConfig) -> list[int]:
-    """Runs left `running` by a process that is gone become `crashed`, and their lock is released."""
-    stale_after = timedelta(minutes=config.service.stale_after_minutes)
+    """Runs left `running` by a process that is gone become `crashed`."""
     crashed = []
     with session_scope(config.resolved_database_url()) as session:
         for run in training_store.running_runs(session=session):
-            if run_is_alive(run, stale_after):
+            if is_alive(run.host, run.pid, run.heartbeat_at or run.started_at, stale_after(config)):
                 continue
             last_seen = (run.heartbeat_at or run.started_at).isoformat(timespec="seconds")
-            training_store.finish_run(
+            training_store.fail_running_run(
                 session=session,
                 run_id=run.id,
                 status=training_store.CRASHED,
@@ -142,9 +165,15 @@ def start_run(config: FoldwiseConfig, flow_run_id: str | None = None) -> int:
         )
 
 
+def run_holder(run_id: int) -> str:
+    return f"run {run_id}"
+
+
 @contextmanager
-def heartbeat(config: FoldwiseConfig, run_id: int, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
-    """Beat the run's heartbeat from a background thread while the block runs."""
+def heartbeat(
+    config: FoldwiseConfig, run_id: int | None, holder: str, every: float = HEARTBEAT_SECONDS
+) -> Iterator[None]:
+    """Beat the run's and the lock's heartbeat from a background thread while the block runs."""
     url = config.resolved_database_url()
     stop = threading.Event()
 
@@ -152,11 +181,11 @@ def heartbeat(config: FoldwiseConfig, run_id: int, every: float = HEARTBEAT_SECO
         while not stop.wait(every):
             try:
                 with session_scope(url) as session:
-                    training_store.beat(session=session, run_id=run_id)
-            except Exception as error:  # a missed beat is not fatal; a stale run is judged by minutes
-                get_logger(__name__).warning("heartbeat of run %d failed: %s", run_id, error)
+                    training_store.beat(session=session, run_id=run_id, holder=holder)
+            except Exception as error:  # a missed beat is not fatal; a stale holder is judged by minutes
+                get_logger(__name__).warning("heartbeat of %s failed: %s", holder, error)
 
-    thread = threading.Thread(target=beat, name=f"foldwise-heartbeat-{run_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"foldwise-heartbeat-{holder}", daemon=True)
     thread.start()
     try:
         yield
@@ -165,38 +194,96 @@ def heartbeat(config: FoldwiseConfig, run_id: int, every: float = HEARTBEAT_SECO
         thread.join()
 
 
-def claim_training(config: FoldwiseConfig, run_id: int, poll_seconds: float = CLAIM_POLL_SECONDS) -> Decision:
+def try_claim(config: FoldwiseConfig, run_id: int | None, holder: str) -> bool:
+    try:
+        with session_scope(config.resolved_database_url()) as session:
+            training_store.insert_training_lock(
+                session=session, run_id=run_id, holder=holder, host=platform.node(), pid=os.getpid()
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def busy_reason(lock: TrainingLock) -> str:
+    since = f"since {lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+    if lock.run_id is not None:
+        return f"run {lock.run_id} is training ({since})"
+    return f"{lock.holder} holds the training lock ({since})"
+
+
+def claim(
+    config: FoldwiseConfig, run_id: int | None, holder: str, poll_seconds: float = CLAIM_POLL_SECONDS
+) -> Decision:
     """Take the training lock, waiting for the holder or giving up at once, per `service.when_busy`."""
     url = config.resolved_database_url()
     log = get_logger(__name__)
     deadline = time.monotonic() + config.service.wait_timeout_minutes * 60
     waiting_for = None
     while True:
+        if try_claim(config, run_id, holder):
+            return Decision(True, "claimed" if waiting_for is None else f"claimed after {waiting_for}")
         with session_scope(url) as session:
-            if training_store.try_claim_training(session=session, run_id=run_id):
-                return Decision(
-                    True, "claimed" if waiting_for is None else f"claimed after run {waiting_for}"
-                )
-            holder = training_store.training_lock_holder(session=session)
-            holder_id, since = (holder.id, holder.claimed_at) if holder else (None, None)
-            if holder is not None and holder.status != training_store.RUNNING:
-                # Its process died between recording its results and the champion gate.
-                training_store.release_training_lock(session=session, run_id=holder.id)
-                holder_id = None
-        if holder_id is None:  # released between the claim and the look, or left by an ended run
+            lock = training_store.training_lock(session=session)
+            if lock is None:  # released between our insert and this look
+                continue
+            if not is_alive(lock.host, lock.pid, lock.heartbeat_at, stale_after(config)):
+                if training_store.take_over_training_lock(
+                    session=session, holder=lock.holder, heartbeat_at=lock.heartbeat_at
+                ):
+                    log.warning(
+                        "took over the training lock of %s: process %d on %s is gone or silent since %s UTC",
+                        lock.holder,
+                        lock.pid,
+                        lock.host,
+                        lock.heartbeat_at.isoformat(timespec="seconds"),
+                    )
+                dead = True
+            else:
+                dead, busy, holder_now = False, busy_reason(lock), lock.holder
+        if dead:
+            mark_crashed_runs(config)
             continue
-        if mark_crashed_runs(config):
-            continue
-        busy = f"run {holder_id} is training (since {since:%Y-%m-%d %H:%M:%S} UTC)"
         if config.service.when_busy == "skip":
             return Decision(False, busy)
         if time.monotonic() > deadline:
             minutes = config.service.wait_timeout_minutes
             return Decision(False, f"{busy}; gave up waiting after {minutes:g} minutes")
-        if waiting_for != holder_id:
+        if waiting_for != holder_now:
             log.info("%s: waiting for it to finish (service.when_busy = 'wait')", busy)
-            waiting_for = holder_id
+            waiting_for = holder_now
         time.sleep(poll_seconds)
+
+
+def claim_training(config: FoldwiseConfig, run_id: int, poll_seconds: float = CLAIM_POLL_SECONDS) -> Decision:
+    return claim(config, run_id, run_holder(run_id), poll_seconds)
+
+
+@contextmanager
+def training_lock(config: FoldwiseConfig, what: str) -> Iterator[None]:
+    """Hold the training lock for work outside a run (`foldwise ingest`, promotions by hand)."""
+    holder = f"{what} (pid {os.getpid()} on {platform.node()})"
+    decision = claim(config, None, holder)
+    if not decision.train:
+        raise Busy(f"{decision.reason}: try again when it has finished")
+    try:
+        with heartbeat(config, None, holder):
+            yield
+    finally:
+        with session_scope(config.resolved_database_url()) as session:
+            training_store.release_training_lock(session=session, holder=holder)
+
+
+@contextmanager
+def time_limit(minutes: float | None, what: str, setting: str) -> Iterator[None]:
+    """Raise TimedOut in this thread when the block lasts longer than `minutes` (None: no limit)."""
+    try:
+        with timeout(seconds=minutes * 60 if minutes else None):
+            yield
+    except TimeoutError as error:
+        if isinstance(error, TimedOut):
+            raise
+        raise TimedOut(f"{what} timed out after {minutes:g} minutes ({setting})") from None
 
 
 def decide(config: FoldwiseConfig, pull: PullSummary, force: bool) -> Decision:
@@ -210,7 +297,7 @@ def decide(config: FoldwiseConfig, pull: PullSummary, force: bool) -> Decision:
         return Decision(True, "no model yet")
     if last_version == pull.dataset_version:
         return Decision(False, f"no new data since run {last_id} (data set version {last_version})")
-    return Decision(True, f"data changed since run {last_id}: {pull.n_added} added, {pull.n_updated} updated")
+    return Decision(True, f"data changed since run {last_id}: {pull.change_summary()}")
 
 
 def skip_run(config: FoldwiseConfig, run_id: int, pull: PullSummary | None, reason: str) -> RunSummary:
@@ -227,10 +314,15 @@ def skip_run(config: FoldwiseConfig, run_id: int, pull: PullSummary | None, reas
     return RunSummary(run_id, training_store.SKIPPED, reason)
 
 
-def fail_run(config: FoldwiseConfig, run_id: int, error: BaseException) -> None:
-    """An exception from our code or data fails the run; an interrupt or termination crashes it."""
-    status = training_store.FAILED if isinstance(error, Exception) else training_store.CRASHED
+def end_run(config: FoldwiseConfig, run_id: int, error: BaseException | None) -> None:
+    """The run's last write: how it failed, if it did, and the release of the training lock.
+
+    An exception fails the run, an interrupt or termination crashes it; a run that already recorded
+    its results stays succeeded (what failed after, the gate say, is recorded where it happened)."""
     with session_scope(config.resolved_database_url()) as session:
-        training_store.finish_run(
-            session=session, run_id=run_id, status=status, reason=f"{type(error).__name__}: {error}"
-        )
+        if error is not None:
+            status = training_store.FAILED if isinstance(error, Exception) else training_store.CRASHED
+            training_store.fail_running_run(
+                session=session, run_id=run_id, status=status, reason=describe_error(error)
+            )
+        training_store.release_training_lock(session=session, holder=run_holder(run_id))

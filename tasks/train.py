@@ -8,13 +8,17 @@ process or host that shares the data home and the database.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import math
 import os
 import random
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fastai.data.load
 import fastai.vision.augment
@@ -39,16 +43,18 @@ from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
 from safetensors.torch import save_file
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from db import folds as fold_store
 from db import samples as sample_store
 from db import training as training_store
-from db.session import session_scope
+from db.folds import HOLDOUT
+from db.session import session_scope, write_with_retries
 from foldwise.config import AugmentConfig, ConfigError, FoldwiseConfig, StageConfig
 from foldwise.errors import FoldwiseError
-from tasks.folds import HOLDOUT
 from tasks.logs import get_logger
-from tasks.models import EnsembleModel, load_model, load_weights, run_folder, warm_state
+from tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
 
 
 class PretrainedWeightsUnavailable(FoldwiseError, RuntimeError):
@@ -65,6 +71,7 @@ class FoldOutput:
     n_train: int
     n_valid: int
     seconds: float
+    reused_from: int | None = None  # the unfinished run that trained it, when reused
 
 
 # No return annotations here: fastai's type dispatch reads them and trips on `list[str]`.
@@ -245,10 +252,11 @@ def predict(learn: Learner, frame: pd.DataFrame) -> np.ndarray:
     return probabilities.float().numpy()
 
 
-def load_fold_frame(config: FoldwiseConfig, fold_set_id: int) -> tuple[pd.DataFrame, list[str]]:
+def load_fold_frame(
+    config: FoldwiseConfig, fold_set: fold_store.StoredFoldSet
+) -> tuple[pd.DataFrame, list[str]]:
     with session_scope(config.resolved_database_url()) as session:
         samples = sample_store.stored_samples(session=session)
-        fold_set = fold_store.load_fold_set(session=session, fold_set_id=fold_set_id)
     rows = [
         {
             "sample_id": s.id,
@@ -285,7 +293,7 @@ def fit_stages(
         if learn is None:
             learn = build_learner(dls, config, device)
             if warm_from is not None:
-                source = load_weights(warm_from.fold_paths[fold % len(warm_from.fold_paths)])
+                source = load_weights(warm_from.fold_paths[fold])  # same folds: see warm_start_source
                 learn.model.load_state_dict(
                     warm_state(learn.model.state_dict(), source, warm_from.vocab, vocab)
                 )
@@ -301,52 +309,158 @@ def fit_stages(
     return learn
 
 
+def fold_fingerprint(
+    config: FoldwiseConfig, fold_set: fold_store.StoredFoldSet, fold: int, warm_from: int | None
+) -> str:
+    """Same data, same fold assignment, same training settings and starting weights: same fold."""
+    training = config.model_dump(mode="json", include={"model", "train", "augment"})
+    for where_or_how_long in ("device", "num_workers", "fold_timeout_minutes"):
+        training["train"].pop(where_or_how_long)
+    payload = {
+        "dataset_version": fold_set.dataset_version,
+        "folds": sorted(fold_set.folds.items()),
+        "fold": fold,
+        "seed": config.folds.seed,
+        "training": training,
+        "warm_from": warm_from,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    with atomic_file(target) as partial:
+        try:
+            os.link(source, partial)
+        except OSError:  # another file system, or no hard links there
+            shutil.copy2(source, partial)
+
+
+def reuse_fold(config: FoldwiseConfig, run_id: int, fold: int, fingerprint: str) -> FoldOutput | None:
+    """A fold that an earlier, unfinished run trained on the same inputs: its files become this run's."""
+    url = config.resolved_database_url()
+    with session_scope(url) as session:
+        found = next(
+            (
+                row
+                for row in training_store.reusable_folds(
+                    session=session, fingerprint=fingerprint, before_run=run_id
+                )
+                if Path(row.weights_path).is_file() and Path(row.predictions_path).is_file()
+            ),
+            None,
+        )
+    if found is None:
+        return None
+    folder = run_folder(config, run_id, create=True)
+    output = FoldOutput(
+        fold,
+        folder / f"fold{fold}.safetensors",
+        folder / f"fold{fold}_predictions.npz",
+        found.n_train,
+        found.n_valid,
+        found.seconds,
+        reused_from=found.run_id,
+    )
+    link_or_copy(Path(found.weights_path), output.weights_path)
+    link_or_copy(Path(found.predictions_path), output.predictions_path)
+    note = f"fold {fold} reused from run {found.run_id} (same data, folds and training settings)"
+
+    def record(session: Session) -> None:
+        record_fold(session, run_id, output, fingerprint, [])
+        training_store.copy_epochs(session=session, from_run=found.run_id, to_run=run_id, fold=fold)
+        training_store.add_note(session=session, run_id=run_id, note=note)
+
+    write_with_retries(url, record)
+    get_logger(__name__).info("%s: not trained again", note)
+    return output
+
+
+def record_fold(
+    session: Session, run_id: int, output: FoldOutput, fingerprint: str, epochs: list[dict[str, Any]]
+) -> None:
+    training_store.add_fold_result(
+        session=session,
+        run_id=run_id,
+        fold=output.fold,
+        n_train=output.n_train,
+        n_valid=output.n_valid,
+        seconds=output.seconds,
+        weights_path=str(output.weights_path),
+        predictions_path=str(output.predictions_path),
+        fingerprint=fingerprint,
+        reused_from_run_id=output.reused_from,
+    )
+    for epoch in epochs:
+        training_store.add_epoch(session=session, run_id=run_id, fold=output.fold, **epoch)
+
+
 def train_fold(
     config: FoldwiseConfig, run_id: int, fold_set_id: int, fold: int, warm_from: int | None = None
 ) -> FoldOutput:
-    """Train fold `fold` of the run, from scratch (or pretrained weights), or from run `warm_from`'s."""
+    """Train fold `fold` of the run, from scratch (or pretrained weights), or from run `warm_from`'s;
+    or reuse it, when an earlier run that did not finish trained it on the same inputs.
+
+    The fold's files are written whole, then its row (with any epoch row that could not be written
+    on the way) in one transaction: a later run finds it there if this one dies."""
     started = time.perf_counter()
     url = config.resolved_database_url()
+    log = get_logger(__name__)
+    with session_scope(url) as session:
+        fold_set = fold_store.load_fold_set(session=session, fold_set_id=fold_set_id)
+    fingerprint = fold_fingerprint(config, fold_set, fold, warm_from)
+    reused = reuse_fold(config, run_id, fold, fingerprint)
+    if reused is not None:
+        return reused
+
     device = choose_device(config.train.device)
-    frame, vocab = load_fold_frame(config, fold_set_id)
+    frame, vocab = load_fold_frame(config, fold_set)
     trainable = frame[frame["fold"] != HOLDOUT].reset_index(drop=True)
     holdout = frame[frame["fold"] == HOLDOUT].reset_index(drop=True)
     valid_index = trainable.index[trainable["fold"] == fold].tolist()
+    unwritten_epochs: list[dict[str, Any]] = []
 
     def record_epoch(**values):
-        with session_scope(url) as session:
-            training_store.add_epoch(session=session, run_id=run_id, fold=fold, **values)
+        try:
+            with session_scope(url) as session:
+                training_store.add_epoch(session=session, run_id=run_id, fold=fold, **values)
+        except SQLAlchemyError as error:  # the curve is not worth the fold: it goes with the fold's row
+            log.warning(
+                "epoch row of fold %d not written (%s): it will be written with the fold", fold, error
+            )
+            unwritten_epochs.append(values)
 
     seed = config.folds.seed + fold
     set_seed(seed, reproducible=True)  # same inputs and seed: same weights on CPU
     learn = None
+    folder = run_folder(config, run_id, create=True)
+    weights_path = folder / f"fold{fold}.safetensors"
+    predictions_path = folder / f"fold{fold}_predictions.npz"
     try:
         with fastai_random(seed):
             champion = load_model(config, warm_from) if warm_from is not None else None
             learn = fit_stages(trainable, valid_index, vocab, config, device, record_epoch, fold, champion)
-        folder = run_folder(config, run_id, create=True)
-        weights_path = folder / f"fold{fold}.safetensors"
         state = {
             name: tensor.detach().contiguous().cpu() for name, tensor in learn.model.state_dict().items()
         }
-        save_file(state, str(weights_path))
+        with atomic_file(weights_path) as partial:
+            save_file(state, str(partial))
         valid = trainable.iloc[valid_index]
-        predictions_path = folder / f"fold{fold}_predictions.npz"
-        np.savez(
-            predictions_path,
-            vocab=np.array(vocab),
-            oof_ids=valid["sample_id"].to_numpy(),
-            oof=predict(learn, valid),
-            holdout_ids=holdout["sample_id"].to_numpy(),
-            holdout=predict(learn, holdout),
-        )
+        with atomic_file(predictions_path) as partial, partial.open("wb") as handle:
+            np.savez(
+                handle,
+                vocab=np.array(vocab),
+                oof_ids=valid["sample_id"].to_numpy(),
+                oof=predict(learn, valid),
+                holdout_ids=holdout["sample_id"].to_numpy(),
+                holdout=predict(learn, holdout),
+            )
     finally:
         # Free GPU memory before the next fold takes it.
         del learn
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return FoldOutput(
+    output = FoldOutput(
         fold,
         weights_path,
         predictions_path,
@@ -354,3 +468,7 @@ def train_fold(
         len(valid_index),
         time.perf_counter() - started,
     )
+    write_with_retries(
+        url, lambda session: record_fold(session, run_id, output, fingerprint, unwritten_epochs)
+    )
+    return output

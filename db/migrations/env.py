@@ -1,7 +1,7 @@
-"""Alembic environment: the URL comes from the caller (db.session.alembic_config), never from a file."""
+"""Alembic environment: the caller (db.session) hands over a connection that holds the migration lock,
+inside its transaction; the URL never comes from a file."""
 
 from alembic import context
-from sqlalchemy import create_engine, pool
 
 from db.models import Base
 
@@ -21,12 +21,11 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        # Batch mode lets ALTER TABLE migrations work on SQLite too.
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
+    connection = config.attributes["connection"]
+    # Batch mode lets ALTER TABLE migrations work on SQLite too.
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    with context.begin_transaction():  # a no-op: the caller's transaction commits or rolls back all
+        context.run_migrations()
 
 
 if context.is_offline_mode():

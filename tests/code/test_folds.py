@@ -55,7 +55,7 @@ def test_extend_keeps_old_folds_and_stays_stratified(seed):
     settings = FoldsConfig(n_folds=5, seed=seed, strategy="extend")
     first = plan_folds(list(range(400)), old_labels, [False] * 400, settings, None)
     assert first.strategy == "rebuild"  # nothing to extend yet
-    previous = StoredFoldSet(1, 5, seed, dict(zip(first.sample_ids, first.folds.tolist(), strict=True)))
+    previous = StoredFoldSet(1, 5, seed, "v1", dict(zip(first.sample_ids, first.folds.tolist(), strict=True)))
     labels = old_labels + random_labels(rng, 150)
     second = plan_folds(list(range(550)), labels, [False] * 550, settings, previous)
     assert second.strategy == "extend" and second.parent_id == 1
@@ -76,7 +76,7 @@ def test_rebuild_moves_most_old_samples():
 
 def test_extend_rebuilds_when_fold_count_changes():
     labels = random_labels(np.random.default_rng(0), 100)
-    previous = StoredFoldSet(1, 3, 42, {i: i % 3 for i in range(100)})
+    previous = StoredFoldSet(1, 3, 42, "v1", {i: i % 3 for i in range(100)})
     plan = plan_folds(list(range(100)), labels, [False] * 100, FoldsConfig(n_folds=5, seed=42), previous)
     assert plan.strategy == "rebuild"
     assert "n_folds/seed changed from 3/42 to 5/42" in plan.warnings[0]

@@ -1,5 +1,6 @@
 import logging
 import os
+import re
 
 import pytest
 from sqlalchemy import func, select
@@ -108,7 +109,7 @@ good,haze
 """
 
 
-def test_every_rejection_reason_is_stored_and_logged(tmp_path, database_url, caplog):
+def test_bad_rows_are_rejected_and_bad_images_quarantined_with_reasons(tmp_path, database_url, caplog):
     source = tmp_path / "source"
     write_image(source / "train-jpg" / "good.jpg")
     (source / "train-jpg" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -116,23 +117,29 @@ def test_every_rejection_reason_is_stored_and_logged(tmp_path, database_url, cap
     (source / "train_v2.csv").write_text(BAD_ROWS)
     with caplog.at_level(logging.WARNING):
         summary = ingest(seed_config("planet", tmp_path, database_url))
-    assert summary.n_added == 1
+    assert summary.n_added == 1 and summary.n_quarantined == 2
     with session_scope(database_url) as session:
         stored = {(r.line, r.sample_key): r.reason for r in session.scalars(select(RejectedRow))}
-    expected = {
-        (3, "missing"): "not found",
-        (4, "corrupt"): "corrupt image",
+        statuses = {s.key: (s.status, s.status_reason) for s in session.scalars(select(Sample))}
+    rejected = {
         (5, "empty"): "no labels",
         (6, "unknown"): "unknown label(s) ['volcano']",
         (7, "../escape"): "escapes the image folder",
         (8, "/etc/passwd"): "escapes the image folder",
-        (9, "good"): "duplicate id (first at train_v2.csv:2)",
     }
-    assert set(stored) == set(expected)
-    for where, fragment in expected.items():
-        assert fragment in stored[where]
-        assert fragment in caplog.text
-    assert summary.n_rejected == len(expected)
+    assert set(stored) == set(rejected)
+    for where, fragment in rejected.items():
+        assert fragment in stored[where] and fragment in caplog.text
+    assert summary.n_rejected == len(rejected)
+    assert statuses["missing"] == ("quarantined", "image file train-jpg/missing.jpg not found")
+    assert statuses["corrupt"][0] == "quarantined" and "train-jpg/corrupt.jpg is" in statuses["corrupt"][1]
+    assert "0x" not in statuses["corrupt"][1]  # the file is named, not a memory address
+    assert statuses["good"] == ("active", None)
+    assert labels_by_key(database_url)["good"] == {"haze"}  # the later row wins (data.on_conflict)
+
+    again = ingest(seed_config("planet", tmp_path, database_url))
+    assert (again.n_rejected, again.n_known_rejections, again.n_quarantined) == (0, len(rejected), 0)
+    assert table_counts(database_url)["rejected_rows"] == len(rejected)  # recorded once
 
 
 def test_unknown_numeric_id_and_bad_boolean(tmp_path, database_url):
@@ -162,21 +169,41 @@ def test_empty_labels_allowed_by_config(tmp_path, database_url):
     ("content", "message"),
     [
         ("name,labels\na,clear\n", r"lacks the column\(s\) \['image_name', 'tags'\]"),
-        (
-            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\xff\xfe\x00",
-            "is not a readable CSV|lacks the column",
-        ),
-        ("", "is not a readable CSV"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\xff\xfe\x00", "not UTF-8 text"),
+        ("", "empty: no header row"),
     ],
 )
-def test_malformed_csv_fails_and_changes_nothing(tmp_path, database_url, content, message):
+def test_an_unreadable_label_file_is_rejected_whole_and_the_others_still_count(
+    tmp_path, database_url, content, message
+):
     source = seed_source(tmp_path, "planet")
     config = seed_config("planet", tmp_path, database_url, "data.label_files=*.csv")
     ingest(config)
-    before = table_counts(database_url)
     bad = source / "zz_new_batch.csv"
     bad.write_bytes(content if isinstance(content, bytes) else content.encode())
     write_image(source / "train-jpg" / "a.jpg")
+    (source / "zz_other_batch.csv").write_text("image_name,tags\na,clear\n")
+    summary = ingest(config)
+    assert summary.n_added == 1 and summary.n_retired == 0 and summary.dataset_size == 6
+    assert [r.file for r in summary.rejections] == ["zz_new_batch.csv"]
+    assert re.search(message, summary.rejections[0].reason)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name,labels\na,clear\n", r"lacks the column\(s\) \['image_name', 'tags'\]"),
+        ("", "empty: no header row"),
+    ],
+)
+def test_when_no_label_file_can_be_read_the_pull_fails_and_changes_nothing(
+    tmp_path, database_url, content, message
+):
+    source = seed_source(tmp_path, "planet")
+    config = seed_config("planet", tmp_path, database_url)
+    ingest(config)
+    before = table_counts(database_url)
+    (source / "train_v2.csv").write_text(content)
     with pytest.raises(IngestError, match=message):
         ingest(config)
     assert table_counts(database_url) == before

@@ -21,7 +21,7 @@ from flows.retrain import retrain
 from tasks import ingest as ingest_module
 from tasks.demo import deliver_drop
 from tasks.ingest import IngestError
-from tasks.runs import claim_training, heartbeat, mark_crashed_runs, start_run
+from tasks.runs import Busy, claim_training, end_run, heartbeat, mark_crashed_runs, start_run, training_lock
 from tests.conftest import CONFIGS, TINY_TRAINING, tiny_demo_config
 
 TINY = TINY_TRAINING
@@ -43,25 +43,59 @@ def test_one_claim_at_a_time_released_when_the_holder_ends(tmp_path, database_ur
     assert claim_training(config, holder).train
     refused = claim_training(config, other)
     assert not refused.train and f"run {holder} is training" in refused.reason
+    end_run(config, holder, None)
     with session_scope(database_url) as session:
-        training_store.finish_run(session=session, run_id=holder, status=training_store.SUCCEEDED)
         assert session.scalar(select(TrainingLock)) is None
     assert claim_training(config, other).train
     with session_scope(database_url) as session:
         assert session.get_one(Run, other).claimed_at is not None
 
 
-def test_a_lock_left_by_a_run_that_ended_before_its_gate_is_released(tmp_path, database_url):
-    """A process that died between recording its results and the champion gate leaves its lock."""
+def test_a_live_holder_keeps_the_lock_whatever_its_run_status(tmp_path, database_url):
+    """A run that recorded its results is still gating: its lock is not handed over."""
     config = config_for(tmp_path, database_url, "service.when_busy=skip")
-    ended, next_run = start_run(config), start_run(config)
-    assert claim_training(config, ended).train
+    gating, next_run = start_run(config), start_run(config)
+    assert claim_training(config, gating).train
     with session_scope(database_url) as session:
-        training_store.finish_run(
-            session=session, run_id=ended, status=training_store.SUCCEEDED, release_lock=False
-        )
-        assert session.scalar(select(TrainingLock)).run_id == ended
+        training_store.finish_run(session=session, run_id=gating, status=training_store.SUCCEEDED)
+    refused = claim_training(config, next_run)
+    assert not refused.train and f"run {gating} is training" in refused.reason
+
+
+def test_the_lock_of_a_dead_holder_is_taken_over(tmp_path, database_url):
+    config = config_for(tmp_path, database_url, "service.when_busy=skip")
+    dead, next_run, elsewhere = start_run(config), start_run(config), start_run(config)
+    assert claim_training(config, dead).train
+    with session_scope(database_url) as session:  # its process is gone
+        session.execute(update(TrainingLock).values(pid=dead_pid()))
+        session.execute(update(Run).where(Run.id == dead).values(pid=dead_pid()))
     assert claim_training(config, next_run).train
+    with session_scope(database_url) as session:
+        assert session.get_one(Run, dead).status == "crashed"
+        assert session.scalar(select(TrainingLock)).holder == f"run {next_run}"
+        # On another host only the heartbeat tells: fresh, it is alive; stale, it is taken over.
+        session.execute(update(TrainingLock).values(host="gpu-7"))
+    assert not claim_training(config, elsewhere).train
+    with session_scope(database_url) as session:
+        session.execute(update(TrainingLock).values(heartbeat_at=utcnow() - timedelta(minutes=30)))
+    assert claim_training(config, elsewhere).train
+
+
+def test_ingest_and_promotions_by_hand_wait_for_the_lock(tmp_path, database_url):
+    config = config_for(tmp_path, database_url, "service.when_busy=skip")
+    holder = start_run(config)
+    assert claim_training(config, holder).train
+    with pytest.raises(Busy, match=f"run {holder} is training .*try again"):
+        with training_lock(config, "foldwise ingest"):
+            pass
+    end_run(config, holder, None)
+    with training_lock(config, "foldwise ingest"):
+        with session_scope(database_url) as session:
+            assert session.scalar(select(TrainingLock)).holder.startswith("foldwise ingest (pid")
+        refused = claim_training(config, start_run(config))
+        assert not refused.train and "foldwise ingest (pid" in refused.reason
+    with session_scope(database_url) as session:
+        assert session.scalar(select(TrainingLock)) is None
 
 
 def test_a_waiting_run_claims_when_the_holder_ends_or_gives_up_in_time(tmp_path, database_url):
@@ -71,8 +105,7 @@ def test_a_waiting_run_claims_when_the_holder_ends_or_gives_up_in_time(tmp_path,
 
     def finish_holder():
         time.sleep(1.0)
-        with session_scope(database_url) as session:
-            training_store.finish_run(session=session, run_id=holder, status=training_store.SUCCEEDED)
+        end_run(config, holder, None)
 
     finisher = threading.Thread(target=finish_holder)
     started = time.monotonic()
@@ -92,7 +125,6 @@ def test_a_waiting_run_claims_when_the_holder_ends_or_gives_up_in_time(tmp_path,
 def test_runs_of_dead_processes_are_marked_crashed_and_live_ones_are_not(tmp_path, database_url):
     config = config_for(tmp_path, database_url)
     killed, elsewhere_stale, elsewhere_fresh, alive = (start_run(config) for _ in range(4))
-    assert claim_training(config, killed).train
     old = utcnow() - timedelta(minutes=30)
     with session_scope(database_url) as session:
         session.execute(update(Run).where(Run.id == killed).values(pid=dead_pid()))
@@ -102,11 +134,9 @@ def test_runs_of_dead_processes_are_marked_crashed_and_live_ones_are_not(tmp_pat
     assert mark_crashed_runs(config) == [killed, elsewhere_stale]
     with session_scope(database_url) as session:
         status = {r.id: (r.status, r.reason) for r in session.scalars(select(Run))}
-        assert session.scalar(select(TrainingLock)) is None  # the dead holder's lock is released
     assert status[killed][0] == "crashed" and "stopped without finishing" in status[killed][1]
     assert status[elsewhere_stale][0] == "crashed" and "on gpu-7" in status[elsewhere_stale][1]
     assert status[elsewhere_fresh][0] == status[alive][0] == "running"
-    assert claim_training(config, alive).train
 
 
 def test_heartbeat_keeps_a_long_run_fresh(tmp_path, database_url):
@@ -116,10 +146,15 @@ def test_heartbeat_keeps_a_long_run_fresh(tmp_path, database_url):
         session.execute(
             update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow() - timedelta(hours=1))
         )
-    with heartbeat(config, run_id, every=0.05):
-        time.sleep(0.3)
+    assert claim_training(config, run_id).train
     with session_scope(database_url) as session:
+        session.execute(update(TrainingLock).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        training_store.finish_run(session=session, run_id=run_id, status=training_store.SUCCEEDED)
+    with heartbeat(config, run_id, f"run {run_id}", every=0.05):
+        time.sleep(0.3)
+    with session_scope(database_url) as session:  # the run (whatever its status) and its lock
         assert utcnow() - session.get_one(Run, run_id).heartbeat_at < timedelta(seconds=5)
+        assert utcnow() - session.scalar(select(TrainingLock)).heartbeat_at < timedelta(seconds=5)
 
 
 @pytest.mark.slow
@@ -177,6 +212,7 @@ class TestWithPrefect:
         output, _ = process.communicate(timeout=300)
         assert process.returncode == 0, output
         assert f"run 2: skipped (run {holder} is training (since" in output
+        end_run(config, holder, None)
         with session_scope(url) as session:
             training_store.finish_run(session=session, run_id=holder, status=training_store.SUCCEEDED)
             assert [r.status for r in session.scalars(select(Run).order_by(Run.id))] == [
@@ -190,16 +226,16 @@ class TestWithPrefect:
         config = config_for(tmp_path, url, "source.retries=2", "source.retry_delay_seconds=0")
         real_read_source, calls = ingest_module.read_source, []
 
-        def flaky_read_source(settings):
+        def flaky_read_source(settings, known_labels=()):
             calls.append(1)
             if len(calls) == 1:
                 raise ConnectionResetError("connection reset by peer")
-            return real_read_source(settings)
+            return real_read_source(settings, known_labels)
 
         monkeypatch.setattr(ingest_module, "read_source", flaky_read_source)
         assert retrain(config).status == "succeeded" and len(calls) == 2
 
-        def broken_read_source(settings):
+        def broken_read_source(settings, known_labels=()):
             calls.append(1)
             raise IngestError("labels.csv: no column 'tags'")
 

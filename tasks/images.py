@@ -1,0 +1,76 @@
+"""Reading an image file into RGB pixels: the one way Foldwise decodes images, for ingest, training,
+prediction and the gate alike.
+
+- Any mode PIL reads becomes 8-bit RGB. 16-bit images (grey `I;16`, or `I` holding values above 255)
+  are scaled by 255/65535 instead of clipped at 255; float images in [0, 1] are scaled by 255, other
+  float or 32-bit images are stretched from their minimum to their maximum.
+- An image of more than `max_pixels` pixels is refused from its header, before it is decoded
+  (decompression bombs).
+- A problem is an `UnreadableImage` whose message names the file.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from foldwise.errors import FoldwiseError
+
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class UnreadableImage(FoldwiseError):
+    """An image file that cannot be used; the message names it and says why."""
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """H x W x 3 uint8 pixels of any PIL image, scaled (not clipped) from deeper modes."""
+    if image.mode not in SIXTEEN_BIT_MODES and image.mode not in ("I", "F"):
+        return np.asarray(image.convert("RGB"))
+    values = np.asarray(image, dtype=np.float64)
+    low, high = values.min(), values.max()
+    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and low >= 0 and 255 < high <= 65535):
+        scaled = values * (255.0 / 65535.0)
+    elif low >= 0 and high <= (1 if image.mode == "F" else 255):
+        scaled = values * (255.0 if image.mode == "F" else 1.0)
+    else:
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def decode_image(content: bytes, name: str | Path, max_pixels: int) -> np.ndarray:
+    """Pixels of an encoded image, or UnreadableImage naming `name`."""
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise UnreadableImage(too_large(name, width, height, max_pixels))
+            image.load()
+            return to_rgb(image)
+    except Image.DecompressionBombError:
+        raise UnreadableImage(f"{name} is too large to decode safely (data.max_image_pixels)") from None
+    except UnidentifiedImageError:
+        raise UnreadableImage(f"{name} is not an image file that can be read (unknown format)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise UnreadableImage(f"{name} is corrupt: {error}") from None
+
+
+def too_large(name: str | Path, width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"{name} is {width} x {height} = {width * height:,} pixels, more than data.max_image_pixels "
+        f"({max_pixels:,}): refused unread"
+    )
+
+
+def read_image(path: Path, max_pixels: int) -> np.ndarray:
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise UnreadableImage(f"image file {path} not found") from None
+    except OSError as error:
+        raise UnreadableImage(f"image file {path} cannot be read: {error.strerror}") from None
+    return decode_image(content, path, max_pixels)
