@@ -153,6 +153,12 @@ def batch_transforms(size: int, augment: AugmentConfig) -> list:
     )
 
 
+def fitting_batch_size(batch_size: int, n_train: int) -> int:
+    """The training loader drops an incomplete last batch: a fold smaller than a batch would train on
+    nothing, so its batches shrink to fit."""
+    return max(1, min(batch_size, n_train))
+
+
 def make_dataloaders(
     frame: pd.DataFrame,
     valid_index: list[int],
@@ -176,7 +182,7 @@ def make_dataloaders(
     )
     return block.dataloaders(
         frame,
-        bs=config.train.batch_size,
+        bs=fitting_batch_size(config.train.batch_size, len(frame) - len(valid_index)),
         num_workers=config.train.num_workers,
         device=device,
         seed=config.folds.seed,
@@ -417,6 +423,15 @@ def train_fold(
     trainable = frame[frame["fold"] != HOLDOUT].reset_index(drop=True)
     holdout = frame[frame["fold"] == HOLDOUT].reset_index(drop=True)
     valid_index = trainable.index[trainable["fold"] == fold].tolist()
+    n_train = len(trainable) - len(valid_index)
+    if n_train < config.train.batch_size:
+        log.warning(
+            "fold %d has %d training samples, fewer than train.batch_size %d: batches of %d",
+            fold,
+            n_train,
+            config.train.batch_size,
+            fitting_batch_size(config.train.batch_size, n_train),
+        )
     unwritten_epochs: list[dict[str, Any]] = []
 
     def record_epoch(**values):
