@@ -52,7 +52,7 @@ class SourceConfig(Section):
         10.0, ge=0, description="First retry delay; doubles with each retry (with jitter)."
     )
     max_extract_gib: float = Field(
-        200.0, gt=0, description="An archive may not unpack to more than this many GiB in all."
+        200.0, gt=0, description="A download may not unpack to more than this many GiB, nested archives included."
     )
     max_compression_ratio: float = Field(
         200.0,
@@ -60,7 +60,7 @@ class SourceConfig(Section):
         description="An archive may not unpack to more than this many times its own size (zip bombs).",
     )
     max_archive_members: int = Field(
-        2_000_000, ge=1, description="An archive may not hold more entries than this."
+        2_000_000, ge=1, description="A download may not hold more entries, nested archives included."
     )
 
     @model_validator(mode="after")

@@ -6,22 +6,25 @@
   date or ETag changed.
 
 Archives are extracted safely (tasks.archives) only when they changed. Errors are either
-transient (network, 5xx, a corrupt download: the pull task retries) or say what to do (bad
-credentials, rules not accepted, nothing at that name). Credentials never appear in messages.
+transient (a refused or dropped connection, 5xx: the pull task retries) or say what to do (bad
+credentials, rules not accepted, nothing at that name, a corrupt download, which is deleted so that
+the next pull downloads it again, a full disk). Credentials never appear in messages.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foldwise.config import FoldwiseConfig
+from foldwise.config import FoldwiseConfig, SourceConfig
 from foldwise.errors import FoldwiseError
 from tasks.archives import CorruptArchive, extract, is_archive
 from tasks.logs import get_logger
@@ -37,7 +40,7 @@ class SourceError(FoldwiseError, ValueError):
     """A source that cannot be pulled until the user changes something; the message says what."""
 
 
-class TransientSourceError(ConnectionError):
+class TransientSourceError(FoldwiseError, ConnectionError):
     """A network or server hiccup: the pull is retried."""
 
 
@@ -60,10 +63,20 @@ def known_secrets() -> list[str]:
     return [value for value in values if len(value) >= 4]
 
 
+# The password of scheme://user:password@host (it may hold a raw '@': the last one before the path
+# ends it), and the value of a query parameter that carries a credential (?token=, &sig=, ...).
+URL_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s]*(?=@)")
+QUERY_CREDENTIAL = re.compile(
+    r"(?P<keep>[?&][^=&#\s]*(?:token|sig|signature|secret|password|key|credential)[^=&#\s]*=)[^&#\s]+",
+    re.IGNORECASE,
+)
+
+
 def redact(text: str) -> str:
     for secret in known_secrets():
         text = text.replace(secret, "***")
-    return text
+    text = URL_PASSWORD.sub(r"\g<keep>***", text)
+    return QUERY_CREDENTIAL.sub(r"\g<keep>***", text)
 
 
 def read_marker(folder: Path) -> dict[str, Any]:
@@ -88,7 +101,8 @@ def kaggle_error(error: Exception, what: str) -> Exception:
     status = getattr(response, "status_code", None)
     if status == 401:
         return SourceError(
-            f"Kaggle rejected the credentials (401) for {what}: check KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, or kaggle.json"
+            f"Kaggle rejected the credentials (401) for {what}: check KAGGLE_API_TOKEN, or "
+            "KAGGLE_USERNAME and KAGGLE_KEY, or kaggle.json"
         )
     if status == 403:
         return SourceError(
@@ -142,6 +156,56 @@ def remote_stamp(info: dict[str, Any]) -> str:
     return json.dumps({key: str(info[key]) for key in keys if key in info}, sort_keys=True)
 
 
+LOCAL_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def is_connection_problem(error: BaseException) -> bool:
+    """The server was not reached or failed (a refused or dropped connection, 5xx): worth retrying."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int):  # aiohttp's ClientResponseError
+        return status >= 500 or status in (408, 429)
+    if isinstance(error, OSError):  # refused, reset, timed out, DNS: aiohttp's connector errors too
+        return not isinstance(error, (FileNotFoundError, PermissionError))
+    return type(error).__module__.split(".")[0] == "aiohttp"  # a server that hung up, a cut payload
+
+
+def disk_error(error: OSError, doing: str, kept: str) -> SourceError:
+    """A file system error of this machine (disk full, permissions) as it is, and what to do."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "no space left there: free some space"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "no permission to write there: make it writable"
+    else:
+        advice = "fix what the error says"
+    where = f" ({error.filename})" if error.filename else ""
+    return SourceError(f"{doing}: {error.strerror or error}{where}; {advice}. {kept}")
+
+
+def url_error(error: Exception, url: str, folder: Path) -> Exception:
+    """An error of fsspec as one that says what to fix, or as a transient one (retried)."""
+    where = f"source.url {redact(url)}"
+    if isinstance(error, OSError) and (
+        error.errno in LOCAL_DISK_ERRORS or str(error.filename or "").startswith(str(folder))
+    ):
+        return disk_error(error, f"cannot download {where} into {folder}", "Nothing was ingested")
+    # fsspec's HTTP file system raises FileNotFoundError for any failure to get a file's details
+    # (a refused connection and a 503 too), with the real error as its cause.
+    cause = error.__cause__ if isinstance(error, FileNotFoundError) and error.__cause__ else error
+    if is_connection_problem(cause) or type(cause).__module__.split(".")[0] in {"botocore", "google"}:
+        return TransientSourceError(f"cannot fetch {where}: {type(cause).__name__}: {redact(str(cause))}")
+    status = getattr(cause, "status", None)
+    if status in (401, 403) or isinstance(cause, PermissionError):
+        return SourceError(
+            f"no access to {where} ({status or redact(str(cause))}): check the credentials in the URL "
+            "or the storage's settings"
+        )
+    if status in (404, 410) or isinstance(cause, FileNotFoundError):
+        return SourceError(f"nothing at {where}" + (f" ({status})" if status else "") + ": check source.url")
+    if isinstance(status, int):
+        return SourceError(f"{where} answered {status}: {redact(str(cause))}")
+    return error  # a bug, with its traceback
+
+
 def url_download(config: FoldwiseConfig, folder: Path, marker: dict[str, Any]) -> list[str]:
     """Download what changed at the URL (one archive or file, or every file under a folder)."""
     import fsspec
@@ -149,8 +213,11 @@ def url_download(config: FoldwiseConfig, folder: Path, marker: dict[str, Any]) -
     url = config.source.url
     try:
         fs, root = fsspec.core.url_to_fs(url)
+    except (ValueError, ImportError) as error:  # an unknown scheme, a file system not installed
+        raise SourceError(f"cannot open source.url {redact(url)}: {redact(str(error))}") from None
+    downloaded = []
+    try:
         entries = [root] if is_archive(root) or not fs.isdir(root) else sorted(fs.find(root))
-        downloaded = []
         for entry in entries:
             relative = Path(entry).name if entry == root else Path(entry).relative_to(root).as_posix()
             stamp = remote_stamp(fs.info(entry))
@@ -159,28 +226,19 @@ def url_download(config: FoldwiseConfig, folder: Path, marker: dict[str, Any]) -
                 continue
             local.parent.mkdir(parents=True, exist_ok=True)
             partial = local.with_name(local.name + ".partial")
-            fs.get(entry, str(partial))
-            partial.replace(local)
+            try:
+                fs.get(entry, str(partial))
+                partial.replace(local)
+            finally:
+                partial.unlink(missing_ok=True)
             marker["downloaded"][relative] = stamp
             downloaded.append(relative)
-    except FileNotFoundError:
-        raise SourceError(f"nothing at source.url {url}") from None
-    except PermissionError as error:
-        raise SourceError(f"no permission to read source.url {url}: {redact(str(error))}") from None
-    except (OSError, ValueError) as error:  # fsspec's network and server errors
-        raise TransientSourceError(
-            f"cannot fetch {url}: {type(error).__name__}: {redact(str(error))}"
-        ) from None
-    except Exception as error:  # aiohttp and cloud clients have their own exception types
-        if type(error).__module__.split(".")[0] in {"aiohttp", "botocore", "google"}:
-            raise TransientSourceError(
-                f"cannot fetch {url}: {type(error).__name__}: {redact(str(error))}"
-            ) from None
-        raise
+    except Exception as error:
+        raise url_error(error, url, folder) from None
     return downloaded
 
 
-def place_downloads(folder: Path, target: Path, marker: dict[str, Any]) -> list[str]:
+def place_downloads(folder: Path, source: SourceConfig, marker: dict[str, Any]) -> list[str]:
     """Extract changed archives into the source folder; copy plain files there."""
     placed = []
     for path in sorted(
@@ -189,17 +247,25 @@ def place_downloads(folder: Path, target: Path, marker: dict[str, Any]) -> list[
         relative = path.relative_to(folder).as_posix()
         if marker["extracted"].get(relative) == file_stamp(path):
             continue
-        if is_archive(path.name):
-            try:
-                extract(path, target)
-            except CorruptArchive:
-                path.unlink()  # downloaded again by the retry
-                marker["downloaded"].pop(relative, None)
-                raise
-        else:
-            destination = target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(path.read_bytes())
+        try:
+            if is_archive(path.name):
+                extract(path, source.path, source)
+            else:
+                destination = source.path / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.write_bytes(path.read_bytes())
+        except CorruptArchive as error:
+            path.unlink()
+            marker["downloaded"].pop(relative, None)
+            raise CorruptArchive(
+                f"{error}. The download {path} was deleted: the next pull downloads it again"
+            ) from None
+        except OSError as error:
+            raise disk_error(
+                error,
+                f"cannot place {path.name} into {source.path}",
+                f"The download is kept in {folder}: the next pull places it again",
+            ) from None
         marker["extracted"][relative] = file_stamp(path)
         placed.append(relative)
     return placed
@@ -226,7 +292,7 @@ def fetch(config: FoldwiseConfig) -> FetchSummary:
     else:
         summary.downloaded = url_download(config, folder, marker)
     write_marker(folder, marker)
-    summary.extracted = place_downloads(folder, source.path, marker)
+    summary.extracted = place_downloads(folder, source, marker)
     write_marker(folder, marker)
     log = get_logger(__name__)
     if summary.downloaded or summary.extracted:

@@ -1,11 +1,12 @@
-"""A local stand-in for the Kaggle API (only what the kaggle client calls to download data) and a
-plain HTTP file server, both on loopback."""
+"""A local stand-in for the Kaggle API (only what the kaggle client calls to download data), a plain
+HTTP file server, both on loopback, and the archives they serve."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import tarfile
 import threading
 import time
 import zipfile
@@ -34,6 +35,45 @@ def planet_zip(extra_rows: int = 0, slip: bool = False) -> bytes:
         if slip:
             archive.writestr("../../outside.txt", "zip-slip")
     return buffer.getvalue()
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def tar_bytes(files: dict[str, bytes], mode: str = "w:gz", links: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as handle:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            handle.addfile(info, io.BytesIO(content))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            handle.addfile(info)
+    return buffer.getvalue()
+
+
+def seven_zip_bytes(files: dict[str, bytes]) -> bytes:
+    import py7zr
+
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(content, name)
+    return buffer.getvalue()
+
+
+def planet_files(extra_rows: int = 0) -> dict[str, bytes]:
+    """planet_zip's files by name."""
+    with zipfile.ZipFile(io.BytesIO(planet_zip(extra_rows))) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
 
 
 def write_image_bytes(buffer: io.BytesIO, color: tuple[int, int, int]) -> None:
@@ -122,13 +162,34 @@ class KaggleStandIn:
 
 
 class FileServer:
-    """A plain HTTP server of a folder (for url sources)."""
+    """A plain HTTP server of a folder (for url sources); it records the requests, and answers the next
+    ones with the statuses in `fail_next` first."""
 
     def __init__(self, folder: Path):
-        handler = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *args: None})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(folder)))
+        self.calls: list[str] = []  # "HEAD <path>" and "GET <path>" in order
+        self.fail_next: list[int] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler(folder))
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handler(self, folder: Path):
+        files = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args):
+                super().__init__(*args, directory=str(folder))
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def send_head(self):
+                files.calls.append(f"{self.command} {self.path}")
+                if files.fail_next:
+                    self.send_error(files.fail_next.pop(0))
+                    return None
+                return super().send_head()
+
+        return Handler
 
     def close(self) -> None:
         self.server.shutdown()

@@ -11,7 +11,6 @@ import zipfile
 import py7zr
 import pytest
 from kagglesdk import kaggle_env
-from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import func, select, text
 
 from db.models import Run, Sample
@@ -116,12 +115,8 @@ def test_chosen_competition_files_in_planets_original_format(standin, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 class TestThroughTheFlow:
-    @pytest.fixture(scope="class", autouse=True)
-    def prefect_server(self):
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
-
     def test_a_503_then_200_succeeds_through_the_retries(self, standin, tmp_path):
         standin.fail_next = [503]
         summary = retrain(kaggle_config(tmp_path))

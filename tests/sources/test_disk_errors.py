@@ -1,0 +1,132 @@
+"""A full disk and a read-only folder, for real: the pull runs in a subprocess with its own user and
+mount namespaces (`unshare`, no privileges needed), where a tiny tmpfs or a read-only bind mount sits
+in the way. The error says what happened, the download is kept, nothing is half-written."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from foldwise.config import load_config
+from tasks.sources import FetchSummary, fetch
+from tests.conftest import CONFIGS, ROOT
+from tests.sources.standin import planet_files, zip_bytes
+
+NAMESPACES = ["unshare", "--user", "--map-root-user", "--mount"]
+# Pulls once and prints the outcome, and what is left under a folder (seen only inside the namespace).
+PULL_ONCE = """
+import json, sys
+from pathlib import Path
+from foldwise.config import load_config
+from tasks.sources import fetch
+watched, config = Path(sys.argv[1]), load_config(sys.argv[2], sys.argv[3:])
+try:
+    fetch(config)
+    outcome = {"error": None}
+except Exception as error:
+    outcome = {"error": type(error).__name__, "message": str(error)}
+outcome["left"] = sorted(path.relative_to(watched).as_posix() for path in watched.rglob("*"))
+print(json.dumps(outcome))
+"""
+
+
+@functools.cache
+def namespaces_work() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run([*NAMESPACES, "true"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(autouse=True)
+def _needs_namespaces():
+    if not namespaces_work():
+        pytest.skip("needs unprivileged user and mount namespaces (`unshare --user --map-root-user --mount`)")
+
+
+def pull_in_namespace(mounts: list[list[str]], watched, overrides: list[str]) -> dict:
+    """`fetch` in a subprocess after the mount commands ran in its own mount namespace."""
+    setup = " && ".join(shlex.join(mount) for mount in mounts)
+    command = [*NAMESPACES, "sh", "-c", f'{setup} && exec "$@"', "sh", sys.executable, "-c", PULL_ONCE]
+    command += [str(watched), str(CONFIGS / "planet.toml"), *overrides]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def overrides(tmp_path, url: str, source) -> list[str]:
+    return [
+        "source.kind=url",
+        f"source.url={url}",
+        f"source.path={source}",
+        f"data_home={tmp_path / 'home'}",
+        f"database_url=sqlite:///{tmp_path / 'f.db'}",
+    ]
+
+
+def remote_archive(tmp_path, files: dict[str, bytes]):
+    archive = tmp_path / "remote" / "planet.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(zip_bytes(files))
+    return archive
+
+
+def test_a_full_disk_while_extracting_keeps_the_download_and_leaves_nothing(tmp_path):
+    archive = remote_archive(tmp_path, {**planet_files(), "big.bin": os.urandom(1 << 20)})
+    small = tmp_path / "small"  # a 256 KiB file system holds the source folder and its staging
+    small.mkdir()
+    settings = overrides(tmp_path, f"file://{archive}", small / "source")
+    outcome = pull_in_namespace(
+        [["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)]], small, settings
+    )
+    assert outcome["error"] == "SourceError"
+    assert outcome["message"].startswith(f"cannot place planet.zip into {small / 'source'}: No space left")
+    assert "no space left there: free some space. The download is kept" in outcome["message"]
+    assert outcome["left"] == ["source"]  # an empty source folder: no file, no staging folder
+    # The next pull (here on the real disk) extracts the kept download without downloading it again.
+    config = load_config(CONFIGS / "planet.toml", settings)
+    assert fetch(config) == FetchSummary([], ["planet.zip"])
+    assert (small / "source" / "big.bin").stat().st_size == 1 << 20
+
+
+def test_a_read_only_folder_in_the_target_stops_extraction_before_anything_is_moved(tmp_path):
+    files = {**planet_files(), "zz-extra/notes.txt": b"moved last"}
+    archive = remote_archive(tmp_path, files)
+    source = tmp_path / "source"
+    read_only = source / "zz-extra"
+    read_only.mkdir(parents=True)
+    mounts = [
+        ["mount", "--bind", str(read_only), str(read_only)],
+        ["mount", "-o", "remount,bind,ro", str(read_only)],
+    ]
+    settings = overrides(tmp_path, f"file://{archive}", source)
+    outcome = pull_in_namespace(mounts, source, settings)
+    assert outcome["error"] == "SourceError"
+    assert outcome["message"].startswith(f"cannot place planet.zip into {source}: Read-only file system")
+    assert "no permission to write there: make it writable" in outcome["message"]
+    assert outcome["left"] == ["zz-extra"]  # train_v2.csv and train-jpg/, which sort first, were not moved
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home", "remote", "source"]  # no staging
+    assert fetch(load_config(CONFIGS / "planet.toml", settings)) == FetchSummary([], ["planet.zip"])
+
+
+def test_a_full_disk_while_downloading_says_so_and_leaves_no_partial_file(tmp_path):
+    archive = remote_archive(tmp_path, {"big.bin": os.urandom(1 << 20)})
+    home = tmp_path / "home"
+    home.mkdir()
+    outcome = pull_in_namespace(
+        [["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(home)]],
+        home,
+        overrides(tmp_path, f"file://{archive}", tmp_path / "source"),
+    )
+    assert outcome["error"] == "SourceError"
+    assert outcome["message"].startswith(f"cannot download source.url file://{archive} into {home}")
+    assert "No space left on device" in outcome["message"] and "no space left there" in outcome["message"]
+    assert not [name for name in outcome["left"] if name.endswith(".partial")]
+    assert zipfile.is_zipfile(archive)  # the remote file is untouched
