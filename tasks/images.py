@@ -6,12 +6,15 @@ prediction and the gate alike.
   float or 32-bit images are stretched from their minimum to their maximum.
 - An image of more than `max_pixels` pixels is refused from its header, before it is decoded
   (decompression bombs).
+- Only a regular file is read: a named pipe would block for ever, a device might never end.
 - A problem is an `UnreadableImage` whose message names the file.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +54,8 @@ def decode_image(content: bytes, name: str | Path, max_pixels: int) -> np.ndarra
                 raise UnreadableImage(too_large(name, width, height, max_pixels))
             image.load()
             return to_rgb(image)
-    except Image.DecompressionBombError:
-        raise UnreadableImage(f"{name} is too large to decode safely (data.max_image_pixels)") from None
+    except Image.DecompressionBombError as error:  # Pillow's own limit, met before ours when it is lower
+        raise UnreadableImage(f"{name} is refused unread: {error}") from None
     except UnidentifiedImageError:
         raise UnreadableImage(f"{name} is not an image file that can be read (unknown format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
@@ -66,11 +69,27 @@ def too_large(name: str | Path, width: int, height: int, max_pixels: int) -> str
     )
 
 
-def read_image(path: Path, max_pixels: int) -> np.ndarray:
+def read_image_file(path: str | Path, name: str | Path) -> tuple[bytes, os.stat_result]:
+    """The bytes of an image file and its status, or UnreadableImage naming `name`."""
     try:
-        content = path.read_bytes()
+        # Non-blocking, so that opening a named pipe returns at once and is refused below.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise UnreadableImage(f"image file {path} not found") from None
+        raise UnreadableImage(f"image file {name} not found") from None
     except OSError as error:
-        raise UnreadableImage(f"image file {path} cannot be read: {error.strerror}") from None
+        raise UnreadableImage(f"image file {name} cannot be read: {error.strerror}") from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
+        kind = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
+        raise UnreadableImage(f"image file {name} is {kind}: replace it with an image file")
+    with os.fdopen(descriptor, "rb") as file:
+        try:
+            return file.read(), status
+        except OSError as error:
+            raise UnreadableImage(f"image file {name} cannot be read: {error.strerror}") from None
+
+
+def read_image(path: Path, max_pixels: int) -> np.ndarray:
+    content, _ = read_image_file(path, path)
     return decode_image(content, path, max_pixels)

@@ -37,7 +37,7 @@ from db.models import ACTIVE, QUARANTINED, RETIRED, utcnow
 from db.session import ensure_schema, session_scope
 from foldwise.config import DataConfig, FoldwiseConfig, check_image_folder
 from foldwise.errors import FoldwiseError
-from tasks.images import UnreadableImage, decode_image
+from tasks.images import UnreadableImage, decode_image, read_image_file
 from tasks.logs import get_logger
 from tasks.sources import fetch
 
@@ -188,13 +188,20 @@ def has_control_characters(text: str, allowed: str = "") -> bool:
     return any(unicodedata.category(char) == "Cc" and char not in allowed for char in text)
 
 
+def printable(text: str, limit: int) -> str:
+    """The start of a rejected id, control characters escaped: PostgreSQL refuses NUL in any text.
+    A valid id (short enough, no control character) stays as it is."""
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text[:limit])
+
+
 def parse_labels(cell: str, data: DataConfig, spelling: LabelSpelling) -> tuple[frozenset[str], str | None]:
     """The label names of one cell, or the reason the cell is rejected."""
     if "\n" in cell or "\r" in cell:
         return frozenset(), "the labels cell spans several lines (a quoted line break)"
     if has_control_characters(cell, allowed=data.label_delimiter):
         return frozenset(), "the labels cell holds a control character (a NUL byte, say)"
-    tokens = [token.strip() for token in cell.split(data.label_delimiter)]
+    # NFC before the length check: it can lengthen a name (U+0958 becomes two code points).
+    tokens = [unicodedata.normalize("NFC", token.strip()) for token in cell.split(data.label_delimiter)]
     tokens = [token for token in tokens if token]
     if data.label_names is not None:
         unknown = [token for token in tokens if token not in data.label_names]
@@ -278,18 +285,18 @@ def parse_record(
     data, columns = config.data, label_file.columns
     text = "\x1f".join(fields)
     if len(fields) != label_file.width:
-        key = fields[columns[data.id_column]][:80] if len(fields) > columns[data.id_column] else None
+        has_id = len(fields) > columns[data.id_column]
+        key = printable(fields[columns[data.id_column]], MAX_KEY_LENGTH) if has_id else None
         return Rejection(file, line, key, f"has {len(fields)} fields, the header {label_file.width}", text)
     key = fields[columns[data.id_column]]
     if not key:
         return Rejection(file, line, None, "empty id", text)
-    if len(key) > MAX_KEY_LENGTH or has_control_characters(key):
+    if len(key) > MAX_KEY_LENGTH:
+        reason = f"the id has {len(key)} characters, more than {MAX_KEY_LENGTH}"
+        return Rejection(file, line, printable(key, 80) + "...", reason, text)
+    if has_control_characters(key):
         return Rejection(
-            file,
-            line,
-            key[:80],
-            f"the id is longer than {MAX_KEY_LENGTH} characters or holds control characters",
-            text,
+            file, line, printable(key, 80), "the id holds a control character (a NUL byte, say)", text
         )
     image_path = resolve_image_path(config.image_folder().resolve(), key, data.image_suffix)
     if image_path is None:
@@ -382,22 +389,22 @@ def inspect_image(
     string says why it cannot be used. Links out of the source folder are not followed."""
     name = path.relative_to(source_root) if path.is_relative_to(source_root) else path
     try:
-        real = path.resolve(strict=True)
-        if not real.is_relative_to(source_root):
-            return f"image file {name} is a link to {real}, outside the source folder: not followed"
-        stat = real.stat()
-        content = real.read_bytes()
+        # os.path's, not Path.resolve: on Python 3.11 a link loop raises RuntimeError there.
+        real = Path(os.path.realpath(path, strict=True))
     except FileNotFoundError:
         return f"image file {name} not found"
     except OSError as error:
         return f"image file {name} cannot be read: {error.strerror}"
-    content_hash = hashlib.sha256(content).hexdigest()
-    if stored is None or not stored.active or stored.content_hash != content_hash:
-        try:
+    if not real.is_relative_to(source_root):
+        return f"image file {name} is a link to {real}, outside the source folder: not followed"
+    try:
+        content, status = read_image_file(real, name)
+        content_hash = hashlib.sha256(content).hexdigest()
+        if stored is None or not stored.active or stored.content_hash != content_hash:
             decode_image(content, name, max_pixels)
-        except UnreadableImage as error:
-            return str(error)
-    return ImageFacts(content_hash, stat.st_size, stat.st_mtime_ns)
+    except UnreadableImage as error:
+        return str(error)
+    return ImageFacts(content_hash, status.st_size, status.st_mtime_ns)
 
 
 def inspect_images(

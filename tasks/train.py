@@ -53,6 +53,7 @@ from db.folds import HOLDOUT
 from db.session import session_scope, write_with_retries
 from foldwise.config import AugmentConfig, ConfigError, FoldwiseConfig, StageConfig
 from foldwise.errors import FoldwiseError
+from tasks.images import read_image
 from tasks.logs import get_logger
 from tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
 
@@ -74,12 +75,18 @@ class FoldOutput:
     reused_from: int | None = None  # the unfinished run that trained it, when reused
 
 
-# No return annotations here: fastai's type dispatch reads them and trips on `list[str]`.
-def image_path(row: pd.Series):
-    return row["image_path"]
+class ImagePixels:
+    """get_x: a row's image, decoded as Foldwise decodes every image (16-bit scaled, bombs refused)."""
+
+    def __init__(self, max_pixels: int):
+        self.max_pixels = max_pixels
+
+    # No return annotations here: fastai's type dispatch reads them and trips on `list[str]`.
+    def __call__(self, row: pd.Series):
+        return read_image(Path(row["image_path"]), self.max_pixels)
 
 
-def sample_labels(row: pd.Series):
+def sample_labels(row: pd.Series):  # no return annotation, as above
     return row["labels"]
 
 
@@ -173,7 +180,7 @@ def make_dataloaders(
     normalize = [Normalize.from_stats(*imagenet_stats)] if config.model.pretrained else []
     block = DataBlock(
         blocks=(ImageBlock, MultiCategoryBlock(vocab=vocab)),
-        get_x=image_path,
+        get_x=ImagePixels(config.data.max_image_pixels),
         get_y=sample_labels,
         splitter=IndexSplitter(valid_index),
         item_tfms=Resize(math.ceil(size * config.augment.presize)),
