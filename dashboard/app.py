@@ -29,7 +29,7 @@ st.set_page_config(page_title="Foldwise", layout="wide")
 url = data.database_url()
 st.sidebar.title("Foldwise")
 page = st.sidebar.radio("Page", list(PAGES), key="page")
-st.sidebar.caption(f"Database: `{url.split('@')[-1]}`")
+st.sidebar.caption(f"Database: `{data.shown_url(url)}`")
 
 if not data.has_schema(url) or data.runs(url).empty:
     st.title(page)

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from db import queries, registry
 from db.models import Run
 from db.session import current_revision, read_scope
+from foldwise import secrets
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
 DEMO_DATABASE = Path(__file__).resolve().parents[1] / "var" / "demo" / "foldwise.db"
@@ -20,7 +21,12 @@ TTL_SECONDS = 30  # a run finishing shows up within this
 
 
 def database_url() -> str:
-    return os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{DEMO_DATABASE}"
+    return secrets.resolve(os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{DEMO_DATABASE}")
+
+
+def shown_url(url: str) -> str:
+    """The database's address without its credentials."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @st.cache_data(ttl=TTL_SECONDS)

@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows import task
+from foldwise import secrets
 from foldwise.config import FoldwiseConfig
 from tasks import models, predict
 
@@ -29,6 +30,7 @@ class PredictSummary:
 def predict_flow(
     config: FoldwiseConfig, images: list[str], out: str, model: str = "champion", tta: bool = False
 ) -> PredictSummary:
+    secrets.install_log_masking()
     chosen = resolve_model(config, model)
     predictions = predict_images(config, [Path(image) for image in images], chosen, tta)
     labels_path, probabilities_path = write_predictions(config, chosen, predictions, Path(out))

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from flows import task
+from foldwise import secrets
 from foldwise.config import FoldwiseConfig
 from tasks import folds, ingest, models, registry, report, results, runs, train
 
@@ -75,6 +76,7 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     description="Pull new labeled data, retrain the fold ensemble, record thresholds and metrics.",
 )
 def retrain(config: FoldwiseConfig, force: bool = False) -> runs.RunSummary:
+    secrets.install_log_masking()  # also in deployment runs, which Prefect starts in processes of its own
     started = time.perf_counter()
     run_id = start_run(config, flow_run_id=flow_run.get_id())
     error = None

@@ -12,8 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
+from foldwise import secrets
 from foldwise.errors import FoldwiseError
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
@@ -45,7 +54,13 @@ class SourceConfig(Section):
         None, description="kaggle: a dataset 'owner/slug', e.g. 'nikitarom/planets-dataset'."
     )
     url: str | None = Field(
-        None, description="url: a folder or an archive at any fsspec URL (file://, https://, s3://, gs://)."
+        None,
+        description="url: a folder or an archive at any fsspec URL (file://, https://, s3://, gs://); "
+        "a credential in it as ${env:NAME} or ${secret:NAME}.",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="url: fsspec options (e.g. key/secret for s3), credentials as ${env:NAME} or ${secret:NAME}.",
     )
     retries: int = Field(3, ge=0, description="Retries of a data pull that failed transiently.")
     retry_delay_seconds: float = Field(
@@ -62,6 +77,20 @@ class SourceConfig(Section):
     max_archive_members: int = Field(
         2_000_000, ge=1, description="A download may not hold more entries, nested archives included."
     )
+
+    @field_serializer("url")
+    def _masked_url(self, url: str | None) -> str | None:
+        return secrets.mask(url) if url else url
+
+    @field_serializer("storage_options")
+    def _masked_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        return secrets.mask_options(options)
+
+    def resolved_url(self) -> str:
+        return secrets.resolve(self.url or "")
+
+    def resolved_storage_options(self) -> dict[str, Any]:
+        return secrets.resolve_options(self.storage_options)
 
     @model_validator(mode="after")
     def _what_the_kind_needs(self) -> SourceConfig:
@@ -260,7 +289,9 @@ class FoldwiseConfig(Section):
     name: str = Field("foldwise", description="A name for this project, shown in the dashboard.")
     data_home: Path = Field(Path("~/.foldwise"), description="Images received, caches, model weights.")
     database_url: str | None = Field(
-        None, description=f"SQLAlchemy URL; default sqlite under data_home; env {DATABASE_URL_ENV} wins."
+        None,
+        description=f"SQLAlchemy URL; default sqlite under data_home; env {DATABASE_URL_ENV} wins. A password "
+        "in it as ${env:NAME} or ${secret:NAME}.",
     )
     source: SourceConfig
     data: DataConfig = Field(default_factory=DataConfig)
@@ -280,11 +311,26 @@ class FoldwiseConfig(Section):
             raise ValueError(f"data.label_names maps to names outside data.vocabulary: {missing}")
         return self
 
+    @field_serializer("database_url")
+    def _masked_database_url(self, url: str | None) -> str | None:
+        return secrets.mask(url) if url else url
+
     def resolved_database_url(self) -> str:
         url = os.environ.get(DATABASE_URL_ENV) or self.database_url
         if url:
-            return url
+            return secrets.resolve(url)
         return f"sqlite:///{self.data_home.expanduser() / 'foldwise.db'}"
+
+    def literal_credentials(self) -> list[str]:
+        """The settings that hold a credential themselves instead of naming it."""
+        found = [
+            name
+            for name, value in (("database_url", self.database_url), ("source.url", self.source.url))
+            if secrets.literal_credentials(value)
+        ]
+        if secrets.mask_options(self.source.storage_options) != self.source.storage_options:
+            found.append("source.storage_options")
+        return found
 
     @model_validator(mode="after")
     def _downloads_land_in_the_data_home(self) -> FoldwiseConfig:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from db import training as training_store
 from db.models import TrainingLock, utcnow
 from db.session import ensure_schema, session_scope
+from foldwise import secrets
 from foldwise.config import FoldwiseConfig
 from foldwise.errors import FoldwiseError
 from tasks.ingest import PullSummary
@@ -122,8 +123,10 @@ def stale_after(config: FoldwiseConfig) -> timedelta:
 
 
 def describe_error(error: BaseException) -> str:
-    """The line a person reads: the message alone for errors they can act on, else the type too."""
-    return str(error) if isinstance(error, FoldwiseError) else f"{type(error).__name__}: {error}"
+    """The line a person reads: the message alone for errors they can act on, else the type too;
+    credentials masked."""
+    text = str(error) if isinstance(error, FoldwiseError) else f"{type(error).__name__}: {error}"
+    return secrets.mask(text)
 
 
 def mark_crashed_runs(config: FoldwiseConfig) -> list[int]:

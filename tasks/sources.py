@@ -19,11 +19,11 @@ import hashlib
 import io
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foldwise import secrets
 from foldwise.config import FoldwiseConfig, SourceConfig
 from foldwise.errors import FoldwiseError
 from tasks.archives import CorruptArchive, extract, is_archive
@@ -63,20 +63,10 @@ def known_secrets() -> list[str]:
     return [value for value in values if len(value) >= 4]
 
 
-# The password of scheme://user:password@host (it may hold a raw '@': the last one before the path
-# ends it), and the value of a query parameter that carries a credential (?token=, &sig=, ...).
-URL_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s]*(?=@)")
-QUERY_CREDENTIAL = re.compile(
-    r"(?P<keep>[?&][^=&#\s]*(?:token|sig|signature|secret|password|key|credential)[^=&#\s]*=)[^&#\s]+",
-    re.IGNORECASE,
-)
-
-
 def redact(text: str) -> str:
-    for secret in known_secrets():
-        text = text.replace(secret, "***")
-    text = URL_PASSWORD.sub(r"\g<keep>***", text)
-    return QUERY_CREDENTIAL.sub(r"\g<keep>***", text)
+    """The text with Kaggle's credentials and any other known or URL-shaped credential masked."""
+    secrets.remember(*known_secrets())
+    return secrets.mask(text)
 
 
 def read_marker(folder: Path) -> dict[str, Any]:
@@ -210,9 +200,9 @@ def url_download(config: FoldwiseConfig, folder: Path, marker: dict[str, Any]) -
     """Download what changed at the URL (one archive or file, or every file under a folder)."""
     import fsspec
 
-    url = config.source.url
+    url = config.source.resolved_url()
     try:
-        fs, root = fsspec.core.url_to_fs(url)
+        fs, root = fsspec.core.url_to_fs(url, **config.source.resolved_storage_options())
     except (ValueError, ImportError) as error:  # an unknown scheme, a file system not installed
         raise SourceError(f"cannot open source.url {redact(url)}: {redact(str(error))}") from None
     downloaded = []

@@ -165,9 +165,10 @@ class FileServer:
     """A plain HTTP server of a folder (for url sources); it records the requests, and answers the next
     ones with the statuses in `fail_next` first."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, required_headers: dict[str, str] | None = None):
         self.calls: list[str] = []  # "HEAD <path>" and "GET <path>" in order
         self.fail_next: list[int] = []
+        self.required_headers = required_headers or {}  # else 401: a server that wants credentials
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler(folder))
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -184,6 +185,9 @@ class FileServer:
 
             def send_head(self):
                 files.calls.append(f"{self.command} {self.path}")
+                if any(self.headers.get(name) != value for name, value in files.required_headers.items()):
+                    self.send_error(401)
+                    return None
                 if files.fail_next:
                     self.send_error(files.fail_next.pop(0))
                     return None
