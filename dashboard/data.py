@@ -130,6 +130,12 @@ def rejected_rows(url: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_SECONDS)
+def inactive_samples(url: str) -> pd.DataFrame:
+    with read_scope(url) as session:
+        return pd.DataFrame(queries.inactive_samples(session=session))
+
+
+@st.cache_data(ttl=TTL_SECONDS)
 def samples_with_label(url: str, label: str | None, limit: int) -> list[dict[str, Any]]:
     with read_scope(url) as session:
         return queries.samples_with_label(session=session, label=label, limit=limit)

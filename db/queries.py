@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from db.models import (
+    ACTIVE,
     ClassMetric,
     ClassThreshold,
     DataPull,
@@ -130,6 +131,9 @@ def data_pulls(*, session: Session) -> list[dict[str, Any]]:
             "updated": p.n_updated,
             "unchanged": p.n_unchanged,
             "rejected": p.n_rejected,
+            "quarantined": p.n_quarantined,
+            "retired": p.n_retired,
+            "restored": p.n_restored,
             "dataset_size": p.dataset_size,
         }
         for p in pulls
@@ -137,9 +141,11 @@ def data_pulls(*, session: Session) -> list[dict[str, Any]]:
 
 
 def label_frequencies(*, session: Session) -> dict[str, int]:
+    """Active samples per label."""
     rows = session.execute(
         select(Label.name, func.count(SampleLabel.sample_id))
         .join(SampleLabel, SampleLabel.label_id == Label.id)
+        .join(Sample, (Sample.id == SampleLabel.sample_id) & (Sample.status == ACTIVE))
         .group_by(Label.name)
         .order_by(Label.name)
     )
@@ -147,12 +153,13 @@ def label_frequencies(*, session: Session) -> dict[str, int]:
 
 
 def label_cooccurrence(*, session: Session) -> list[tuple[str, str, int]]:
-    """(label a, label b, samples with both) for every pair that occurs, a != b, counted in SQL."""
+    """(label a, label b, active samples with both) for every pair that occurs, a != b, counted in SQL."""
     first, second = aliased(SampleLabel), aliased(SampleLabel)
     label_a, label_b = aliased(Label), aliased(Label)
     rows = session.execute(
         select(label_a.name, label_b.name, func.count())
         .select_from(first)
+        .join(Sample, (Sample.id == first.sample_id) & (Sample.status == ACTIVE))
         .join(second, (second.sample_id == first.sample_id) & (second.label_id != first.label_id))
         .join(label_a, label_a.id == first.label_id)
         .join(label_b, label_b.id == second.label_id)
@@ -170,12 +177,33 @@ def rejected_rows(*, session: Session, limit: int = 500) -> list[dict[str, Any]]
 
 
 def samples_with_label(*, session: Session, label: str | None, limit: int) -> list[dict[str, Any]]:
-    query = select(Sample).order_by(Sample.id.desc()).limit(limit).options(selectinload(Sample.labels))
+    query = (
+        select(Sample)
+        .where(Sample.status == ACTIVE)
+        .order_by(Sample.id.desc())
+        .limit(limit)
+        .options(selectinload(Sample.labels))
+    )
     if label:
         query = query.where(Sample.labels.any(Label.name == label))
     return [
         {"key": s.key, "image_path": s.image_path, "labels": [lab.name for lab in s.labels]}
         for s in session.scalars(query)
+    ]
+
+
+def inactive_samples(*, session: Session) -> list[dict[str, Any]]:
+    """Quarantined and retired samples, with why and since which pull: out of the data set."""
+    rows = session.scalars(select(Sample).where(Sample.status != ACTIVE).order_by(Sample.status, Sample.key))
+    return [
+        {
+            "id": s.key,
+            "status": s.status,
+            "reason": s.status_reason,
+            "since pull": s.updated_pull_id,
+            "image": s.image_path,
+        }
+        for s in rows
     ]
 
 

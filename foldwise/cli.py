@@ -3,16 +3,59 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated
+from uuid import UUID
 
 import typer
+from typer.core import TyperGroup
 
-from foldwise.config import ConfigError, FoldwiseConfig, load_config
+from foldwise import secrets
+from foldwise.config import load_config
+from foldwise.errors import FoldwiseError
+from foldwise.prefect_server import turn_off_telemetry
 
+
+class ReportFoldwiseErrors(TyperGroup):
+    """A FoldwiseError from any command is one `error: ...` line on stderr and exit code 2."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except FoldwiseError as error:
+            typer.secho(f"error: {secrets.mask(str(error))}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
+
+
+class HideFoldwiseErrorTracebacks(logging.Filter):
+    """On the console, drops Prefect's engine records of a FoldwiseError: the traceback and the failed
+    run's "Finished in state Failed" line, since the command prints the error once. Prefect's API log
+    (the UI) keeps them. Any other exception, a bug, keeps its traceback."""
+
+    # The engines' failed state quotes the exception: '... encountered an exception[:] IngestError: ...'.
+    FAILED_BY = re.compile(r"Finished in state Failed\(.*?encountered an exception:? (?P<error>\w+): ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("prefect"):
+            return True
+        if record.exc_info:
+            return not isinstance(record.exc_info[1], FoldwiseError)
+        failed = self.FAILED_BY.match(record.getMessage())
+        return not (failed and failed["error"] in names_of_subclasses(FoldwiseError))
+
+
+def names_of_subclasses(base: type) -> set[str]:
+    return {base.__name__}.union(*(names_of_subclasses(subclass) for subclass in base.__subclasses__()))
+
+
+HIDE_FOLDWISE_ERROR_TRACEBACKS = HideFoldwiseErrorTracebacks()
 app = typer.Typer(
-    help="Keep a multi-label image classifier fresh.", no_args_is_help=True, add_completion=False
+    cls=ReportFoldwiseErrors,
+    help="Keep a multi-label image classifier fresh.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -23,30 +66,13 @@ SetOption = Annotated[
 ]
 
 
-def fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
-
-
-def read_config(path: Path, overrides: list[str] | None) -> FoldwiseConfig:
-    try:
-        return load_config(path, overrides)
-    except ConfigError as error:
-        raise fail(str(error)) from None
-
-
-def known_errors() -> tuple[type[Exception], ...]:
-    from db.session import SchemaError
-    from tasks.archives import UnsafeArchive
-    from tasks.ingest import IngestError
-    from tasks.sources import SourceError
-
-    return ConfigError, IngestError, SchemaError, SourceError, UnsafeArchive
-
-
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    turn_off_telemetry()
+    secrets.install_log_masking()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(HIDE_FOLDWISE_ERROR_TRACEBACKS)  # added once, however often this runs
     for chatty in ("alembic.runtime.plugins", "httpx"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     # fastai scripts a function at import; torch warns about it in every command otherwise.
@@ -58,7 +84,7 @@ def db_upgrade(config: ConfigOption, set_: SetOption = None) -> None:
     """Create the schema, or upgrade it to this version's."""
     from db.session import current_revision, upgrade
 
-    url = read_config(config, set_).resolved_database_url()
+    url = load_config(config, set_).resolved_database_url()
     upgrade(url)
     typer.echo(f"database at revision {current_revision(url)}")
 
@@ -77,7 +103,7 @@ def demo(
     """Deliver demo data (digits from scikit-learn) into the config's source folder."""
     from tasks.demo import deliver_drop, delivered_drops
 
-    settings = read_config(config, set_)
+    settings = load_config(config, set_)
     delivered = delivered_drops(settings.source.path)
     if delivered and not next_drop:
         typer.echo(f"{settings.source.path} already has demo drop(s) {delivered}; `--next` delivers another")
@@ -88,15 +114,35 @@ def demo(
 
 @app.command()
 def ingest(config: ConfigOption, set_: SetOption = None) -> None:
-    """Pull what is new from the source folder into the database."""
+    """Pull the source into the database (as a run does), under the training lock."""
     from tasks.ingest import ingest as run_ingest
+    from tasks.runs import training_lock
 
-    settings = read_config(config, set_)
-    try:
-        summary = run_ingest(settings)
-    except known_errors() as error:
-        raise fail(str(error)) from None
-    typer.echo(str(summary))
+    settings = load_config(config, set_)
+    with training_lock(settings, "foldwise ingest"):
+        typer.echo(str(run_ingest(settings)))
+
+
+@app.command()
+def samples(
+    config: ConfigOption,
+    set_: SetOption = None,
+    status: Annotated[str, typer.Option(help="'quarantined', 'retired' or 'all' (both).")] = "all",
+) -> None:
+    """List the samples out of the data set, with why: quarantined (image or row unusable) or retired."""
+    from db import queries
+    from db.session import ensure_schema, read_scope
+
+    if status not in ("quarantined", "retired", "all"):
+        raise typer.BadParameter("must be 'quarantined', 'retired' or 'all'", param_hint="--status")
+    url = load_config(config, set_).resolved_database_url()
+    ensure_schema(url)
+    with read_scope(url) as session:
+        rows = [row for row in queries.inactive_samples(session=session) if status in ("all", row["status"])]
+    if not rows:
+        typer.echo("every sample is in the data set" if status == "all" else f"no {status} sample")
+    for row in rows:
+        typer.echo(f"{row['status']:<11}  {row['id']}  (since pull {row['since pull']}): {row['reason']}")
 
 
 @app.command()
@@ -106,14 +152,12 @@ def run(
     force: Annotated[bool, typer.Option(help="Train even if no new data arrived.")] = False,
 ) -> None:
     """Run the retraining flow once and print a summary."""
-    settings = read_config(config, set_)
+    settings = load_config(config, set_)
     from flows.retrain import retrain
-    from tasks.train import PretrainedWeightsUnavailable
+    from foldwise.prefect_server import prefect_api
 
-    try:
+    with prefect_api():
         summary = retrain(settings, force=force)
-    except (*known_errors(), PretrainedWeightsUnavailable) as error:
-        raise fail(str(error)) from None
     line = f"run {summary.run_id}: {summary.status} ({summary.reason})"
     if summary.fbeta_oof is not None:
         line += f", OOF F{settings.thresholds.beta:g} {summary.fbeta_oof:.4f}"
@@ -126,23 +170,58 @@ def run(
 
 @app.command()
 def serve(config: ConfigOption, set_: SetOption = None) -> None:
-    """Serve the `retrain` deployment: scheduled runs, and runs triggered from the Prefect UI."""
-    settings = read_config(config, set_)
-    from prefect import serve as prefect_serve
+    """Serve the `retrain` deployment on a running Prefect server: scheduled runs, and runs triggered
+    from the Prefect UI."""
+    import threading
 
+    from foldwise.prefect_server import lasting_server
+
+    settings = load_config(config, set_)
+    lasting_server()  # before the slow imports (torch): a refusal comes at once
     from db.session import ensure_schema
-    from flows.deployment import build_deployment, describe_schedule
+    from flows.deployment import build_deployment, deployment_url, describe_schedule, serve_deployment
 
-    try:
-        ensure_schema(settings.resolved_database_url())
-        deployment = build_deployment(settings)
-    except known_errors() as error:
-        raise fail(str(error)) from None
-    typer.echo(
-        f"serving deployment retrain/{settings.name}: {describe_schedule(settings.service)}, "
-        f"one run at a time ({settings.service.when_busy} when busy); Ctrl-C stops"
-    )
-    prefect_serve(deployment)
+    ensure_schema(settings.resolved_database_url())
+    deployment = build_deployment(settings)
+    name = f"retrain/{settings.name}"
+
+    def registered(deployment_id: UUID) -> None:
+        typer.echo(
+            f"serving deployment {name}: {describe_schedule(settings.service)}, "
+            f"one run at a time ({settings.service.when_busy} when busy); Ctrl-C stops"
+        )
+        typer.echo(f"Prefect UI: {deployment_url(deployment_id)}")
+        if settings.service.cron or settings.service.interval_minutes:
+            threading.Thread(
+                target=report_next_scheduled_run,
+                args=(deployment_id, name, settings.service.timezone),
+                daemon=True,
+            ).start()
+        else:
+            typer.echo(f"manual runs only: Run in the UI, or `prefect deployment run {name}`")
+
+    serve_deployment(deployment, registered)
+
+
+def report_next_scheduled_run(deployment_id: UUID, name: str, timezone: str) -> None:
+    """Whether the server's scheduler really created runs: it fails silently otherwise (Prefect 3.8 on
+    SQLAlchemy 2.1 did), and the first sign would be a missed night."""
+    from zoneinfo import ZoneInfo
+
+    from flows.deployment import scheduler_loop_seconds, wait_for_scheduled_run
+
+    timeout = 2 * scheduler_loop_seconds() + 10
+    upcoming = wait_for_scheduled_run(deployment_id, timeout)
+    if upcoming is None:
+        typer.secho(
+            f"warning: the Prefect server created no scheduled run of {name} in {timeout:.0f}s: its "
+            "scheduler is not running or is failing; look at the server's log",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        return
+    start = upcoming.expected_start_time.astimezone(ZoneInfo(timezone))
+    typer.echo(f"next scheduled run: {start:%Y-%m-%d %H:%M:%S %Z} (flow run {upcoming.name})")
 
 
 @app.command()
@@ -154,16 +233,24 @@ def dashboard(
 ) -> None:
     """Open the Streamlit dashboard on the config's database (it only reads)."""
     import os
+    import signal
     import subprocess
 
     from dashboard import streamlit_command
     from foldwise.config import DATABASE_URL_ENV
 
-    settings = read_config(config, set_)
+    settings = load_config(config, set_)
     command = streamlit_command(port, address)
     typer.echo(f"dashboard at http://{address}:{port} (Ctrl-C stops)")
     env = os.environ | {DATABASE_URL_ENV: settings.resolved_database_url()}
-    raise typer.Exit(subprocess.call(command, env=env))
+    streamlit = subprocess.Popen(command, env=env)
+
+    def stop_streamlit(signum: int, _frame: object) -> None:  # and wait below, so the port is free at exit
+        streamlit.send_signal(signum)
+
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, stop_streamlit)
+    raise typer.Exit(streamlit.wait())
 
 
 @app.command()
@@ -172,11 +259,8 @@ def models(config: ConfigOption, set_: SetOption = None) -> None:
     from db import registry
     from db.session import ensure_schema, session_scope
 
-    url = read_config(config, set_).resolved_database_url()
-    try:
-        ensure_schema(url)
-    except known_errors() as error:
-        raise fail(str(error)) from None
+    url = load_config(config, set_).resolved_database_url()
+    ensure_schema(url)
     with session_scope(url) as session:
         rows = registry.models(session=session)
     if not rows:
@@ -198,14 +282,9 @@ def promote(
     reason: Annotated[str, typer.Option(help="Recorded with the decision.")] = "by hand",
 ) -> None:
     """Make a run's model the champion, whatever the gate said (recorded)."""
-    from tasks.models import ModelError
-    from tasks.registry import RegistryError
     from tasks.registry import promote as promote_model
 
-    try:
-        typer.echo(promote_model(read_config(config, set_), run_id, reason))
-    except (RegistryError, ModelError) as error:
-        raise fail(str(error)) from None
+    typer.echo(promote_model(load_config(config, set_), run_id, reason))
 
 
 @app.command()
@@ -215,13 +294,9 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Recorded with the decision.")] = "by hand",
 ) -> None:
     """Make the previous champion the champion again (recorded)."""
-    from tasks.registry import RegistryError
     from tasks.registry import rollback as rollback_model
 
-    try:
-        typer.echo(rollback_model(read_config(config, set_), reason))
-    except RegistryError as error:
-        raise fail(str(error)) from None
+    typer.echo(rollback_model(load_config(config, set_), reason))
 
 
 @app.command()
@@ -235,13 +310,11 @@ def predict(
 ) -> None:
     """Predict labels with the champion ensemble (or a run's): the seeds' submission format."""
     from flows.predict import predict_flow
-    from tasks.models import ModelError
+    from foldwise.prefect_server import prefect_api
 
-    settings = read_config(config, set_)
-    try:
+    settings = load_config(config, set_)
+    with prefect_api():
         summary = predict_flow(settings, [str(image) for image in images], str(out), model, tta)
-    except (*known_errors(), ModelError) as error:
-        raise fail(str(error)) from None
     for path, reason in summary.failures:
         typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
     typer.echo(

@@ -15,9 +15,10 @@ def render(url: str) -> None:
     st.title("Data")
     pulls = data.data_pulls(url)
     if not pulls.empty:
-        long = pulls.melt(id_vars=["pull", "started_at"], value_vars=["added", "updated", "rejected"])
+        changes = ["added", "updated", "rejected", "quarantined", "retired", "restored"]
+        long = pulls.melt(id_vars=["pull", "started_at"], value_vars=changes)
         figure = px.bar(long, x="pull", y="value", color="variable", barmode="group", height=320)
-        figure.update_layout(title="Data pulls: rows added, updated and rejected", yaxis_title="rows")
+        figure.update_layout(title="Data pulls: what each one changed", yaxis_title="rows or samples")
         st.plotly_chart(figure, key="pulls")
 
     frequencies = data.label_frequencies(url)
@@ -35,11 +36,23 @@ def render(url: str) -> None:
         st.plotly_chart(figure, key="cooccurrence")
 
     st.subheader("Rejected rows")
+    st.caption("Each is recorded once, by the first pull that met it.")
     rejected = data.rejected_rows(url)
     if rejected.empty:
         st.caption("No row was rejected.")
     else:
         st.dataframe(rejected, hide_index=True, key="rejected")
+
+    st.subheader("Quarantined and retired samples")
+    inactive = data.inactive_samples(url)
+    if inactive.empty:
+        st.caption("Every sample is in the data set.")
+    else:
+        st.caption(
+            "Out of the data set: a quarantined sample comes back when its image or row is fixed, "
+            "a retired one when a label file names it again."
+        )
+        st.dataframe(inactive, hide_index=True, key="inactive")
 
     st.subheader("Images")
     label = st.selectbox("With label", ["(any)", *frequencies.index], key="gallery_label")

@@ -51,3 +51,15 @@ def test_log_records_and_exceptions_are_masked(caplog):
         logging.getLogger("any").info("fetching %s", "https://u:pw9999@host/a?sig=abcdef")
     assert "pw9999" not in caplog.text and "abcdef" not in caplog.text
     assert "https://u:***@host/a?sig=***" in caplog.text
+
+
+def test_a_deployment_refuses_a_credential_written_into_its_config():
+    from flows.deployment import build_deployment
+    from foldwise.config import ConfigError
+
+    literal = config(name="x", database_url="postgresql+psycopg://app:hunter22@db/foldwise")
+    with pytest.raises(ConfigError, match=r"database_url hold\(s\) a credential.*\$\{env:NAME\}"):
+        build_deployment(literal)
+    named = config(name="x", database_url="postgresql+psycopg://app:${env:DB_PASSWORD}@db/foldwise")
+    parameters = build_deployment(named).parameters
+    assert parameters["config"]["database_url"] == "postgresql+psycopg://app:${env:DB_PASSWORD}@db/foldwise"

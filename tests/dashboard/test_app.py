@@ -160,10 +160,12 @@ def test_data_page_shows_pulls_labels_rejections_and_images(monkeypatch, filled_
     app = open_app(monkeypatch, filled_database, "Data")
     pulls = chart(app, "pulls")["data"]
     assert {trace["name"]: trace["y"] for trace in pulls}["added"] == [40, 12, 0]
-    table = app.dataframe[0].value
-    # The bad row is rejected by each pull that reads it: the second and the third.
-    assert len(table) == len(rejected) == 2 and set(table["id"]) == {"no_such_image"}
-    assert sorted(table["pull"]) == [2, 3] and "not found" in table["reason"].iloc[0]
+    assert {trace["name"]: trace["y"] for trace in pulls}["quarantined"] == [0, 1, 0]
+    # The row whose image is missing is not rejected: its sample is quarantined, with the reason.
+    assert rejected == [] and len(app.dataframe) == 1  # no rejected rows table, the inactive samples
+    inactive = app.dataframe[0].value
+    assert list(inactive["id"]) == ["no_such_image"] and list(inactive["status"]) == ["quarantined"]
+    assert "images/no_such_image.png not found" in inactive["reason"].iloc[0]
     app.selectbox(key="gallery_label").set_value("one").run()
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     assert captions and all(c.split(":")[0] in with_label for c in captions)

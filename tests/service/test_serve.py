@@ -1,22 +1,33 @@
-"""`foldwise serve` against a real (temporary, loopback) Prefect server, triggered through the API as the UI does."""
+"""`foldwise serve` against a real `prefect server start` on loopback: the schedule fires, runs triggered
+through the API as the UI does, refusals without a server."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+)
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from prefect.settings import get_current_settings
-from prefect.testing.utilities import prefect_test_harness
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import func, select
 
 from db.models import ClassThreshold, Run
@@ -30,15 +41,61 @@ pytestmark = pytest.mark.slow
 TINY = [*TINY_TRAINING, "service.cron='0 3 * * *'", "service.timezone='Europe/Paris'"]
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_prefect_server(home: Path, **settings: str) -> Iterator[tuple[str, Path]]:
+    """A real `prefect server start` (API, UI, scheduler) with its own PREFECT_HOME and database.
+    Yields its API URL and its log; the test process's Prefect client points at it meanwhile."""
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
+    # The scheduler's loop is 60 s by default: 5 s lets the schedule test see the server create runs
+    # (and the runner start them) within one interval, instead of one more minute per loop.
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", **settings}
+    log_path = home / "server.log"
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not answers(f"{api_url}/health"):
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.5)
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield api_url, log_path
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield str(get_current_settings().api.url)
+def prefect_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        yield server
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @pytest.fixture
-def served(tmp_path, prefect_api):
-    """A `foldwise serve` process for a tiny demo config; yields (deployment name, database url, source)."""
+def prefect_api(prefect_server) -> str:
+    return prefect_server[0]
+
+
+def start_serve(tmp_path, prefect_api, *extra: str) -> tuple[subprocess.Popen, str, str, Path]:
+    """A `foldwise serve` process for a tiny demo config with 32 images delivered: (process, deployment
+    name, database url, its log)."""
     name = f"svc-{uuid.uuid4().hex[:8]}"
     url = f"sqlite:///{tmp_path / 'foldwise.db'}"
     source = tmp_path / "source"
@@ -48,33 +105,101 @@ def served(tmp_path, prefect_api):
         f"source.path={source}",
         f"data_home={tmp_path}",
         f"database_url={url}",
-        *TINY,
+        *extra,
     ]
     command = [sys.executable, "-m", "foldwise", "serve", "--config", str(CONFIGS / "demo.toml")]
     command += [part for override in overrides for part in ("--set", override)]
-    env = os.environ | {"PREFECT_API_URL": prefect_api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, env=os.environ | {"PREFECT_API_URL": prefect_api}, stdout=log, stderr=subprocess.STDOUT
+        )
+    return process, f"retrain/{name}", url, log_path
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path, prefect_api):
+    """A `foldwise serve` process for a tiny demo config; yields (deployment name, database url, source)."""
+    process, name, url, log_path = start_serve(tmp_path, prefect_api, *TINY)
     try:
-        wait_for_deployment(f"retrain/{name}", process, tmp_path / "serve.log")
-        yield f"retrain/{name}", url, source
+        wait_for_deployment(name, process, log_path)
+        yield name, url, tmp_path / "source"
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        stop(process)
 
 
-def wait_for_deployment(name: str, process: subprocess.Popen, log_path, timeout: float = 120) -> None:
+def wait_for_deployment(name: str, process: subprocess.Popen, log_path, timeout: float = 120):
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             assert process.poll() is None, f"foldwise serve exited:\n{log_path.read_text()}"
             try:
-                client.read_deployment_by_name(name)
-                return
+                return client.read_deployment_by_name(name)
             except ObjectNotFound:
                 time.sleep(1)
     raise AssertionError(f"deployment {name} not registered in {timeout}s:\n{log_path.read_text()}")
+
+
+def test_the_schedule_fires_runs_that_execute_and_record_foldwise_runs(prefect_server, tmp_path):
+    """What issue 11 found broken (Prefect's scheduler on SQLAlchemy 2.1 created no run): the server's
+    own scheduler creates the runs of a one-minute interval, `foldwise serve` executes them."""
+    api_url, server_log = prefect_server
+    process, name, url, log_path = start_serve(
+        tmp_path, api_url, *TINY_TRAINING, "service.interval_minutes=1"
+    )
+    try:
+        deployment = wait_for_deployment(name, process, log_path)
+        of_deployment = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]))
+        deadline = time.monotonic() + 200
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                flow_runs = client.read_flow_runs(flow_run_filter=of_deployment)
+                done = sorted(
+                    (run for run in flow_runs if run.state.is_final()),
+                    key=lambda run: run.expected_start_time,
+                )
+                if len(done) >= 2:
+                    break
+                time.sleep(2)
+    finally:
+        stop(process)
+    output = log_path.read_text()
+    assert len(done) >= 2, f"{flow_runs}\n{output}\n{server_log.read_text()[-3000:]}"
+    assert all(run.auto_scheduled and run.state.is_completed() for run in done), f"{done}\n{output}"
+    assert f"Prefect UI: {api_url.removesuffix('/api')}/deployments/deployment/{deployment.id}" in output
+    assert "next scheduled run: " in output and "created no scheduled run" not in output, output
+    # SIGTERM stopped serving cleanly and paused the schedule: no runs pile up while nothing serves them.
+    assert "Traceback" not in output, output
+    with get_client(sync_client=True) as client:
+        assert client.read_deployment(deployment.id).paused
+
+    with session_scope(url) as session:
+        recorded = {run.flow_run_id: run.status for run in session.scalars(select(Run))}
+    first, second = (recorded.get(str(run.id)) for run in done[:2])
+    assert (first, second) == ("succeeded", "skipped"), recorded  # the second found no new data
+
+
+def test_serve_warns_when_the_server_creates_no_scheduled_run(tmp_path):
+    """A server whose scheduler does not run (here: turned off; in issue 11: failing on every loop)."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    with running_prefect_server(home, PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as (api_url, _):
+        process, name, _, log_path = start_serve(tmp_path, api_url, *TINY)
+        try:
+            wait_for_deployment(name, process, log_path)
+            deadline = time.monotonic() + 60  # two 5 s loops and the margin
+            while "created no scheduled run" not in log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(1)
+        finally:
+            stop(process)
+    output = log_path.read_text()
+    assert f"warning: the Prefect server created no scheduled run of {name} in 20s" in output, output
+    assert "look at the server's log" in output and "next scheduled run" not in output
 
 
 def test_a_run_triggered_with_edited_parameters_completes_and_records_them(served):
@@ -123,7 +248,10 @@ def test_an_invalid_parameter_is_refused_before_a_run_starts(served):
             config = deployment.parameters["config"] | bad
             with pytest.raises(PrefectHTTPStatusError, match="409|422"):
                 client.create_flow_run_from_deployment(deployment.id, parameters={"config": config})
-        assert not [run for run in client.read_flow_runs() if run.deployment_id == deployment.id]
+        # Only the runs the server's scheduler made for the cron schedule, none from the refused calls.
+        assert all(
+            run.auto_scheduled for run in client.read_flow_runs() if run.deployment_id == deployment.id
+        )
     with session_scope(url) as session:
         assert session.scalar(select(func.count()).select_from(Run)) == 0
 
