@@ -176,6 +176,9 @@ class Run(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     # What an operator should know of how it went: folds reused after a crash, why it did not warm-start.
     notes: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    phase_seconds: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default="{}"
+    )  # where the time went
     # The champion whose weights each fold started from: its training data is this model's too.
     warm_start_from: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     vocabulary: Mapped[list[Any] | None]

@@ -207,6 +207,16 @@ def inactive_samples(*, session: Session) -> list[dict[str, Any]]:
     ]
 
 
+def holdout_probabilities(*, session: Session, run_id: int) -> dict[int, list[float]]:
+    """A run's recorded holdout (gate-set) probabilities by sample id."""
+    rows = session.execute(
+        select(Prediction.sample_id, Prediction.probabilities).where(
+            Prediction.run_id == run_id, Prediction.split == "holdout"
+        )
+    )
+    return dict(rows.tuples().all())
+
+
 def run_predictions(*, session: Session, run_id: int, split: str = "oof") -> list[dict[str, Any]]:
     """A run's predictions with each sample's image and true labels (one run, never the whole table)."""
     rows = session.execute(

@@ -87,6 +87,11 @@ def add_note(*, session: Session, run_id: int, note: str) -> None:
     run.notes = [*run.notes, note]
 
 
+def add_phase_seconds(*, session: Session, run_id: int, phase: str, seconds: float) -> None:
+    run = session.get_one(Run, run_id)
+    run.phase_seconds = run.phase_seconds | {phase: round(run.phase_seconds.get(phase, 0.0) + seconds, 3)}
+
+
 def running_runs(*, session: Session) -> list[Run]:
     return list(session.scalars(select(Run).where(Run.status == RUNNING).order_by(Run.id)))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -50,24 +51,29 @@ def train_folds(
 
 
 def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunSummary:
+    phase = partial(runs.phase, config, run_id)  # where the run's time goes, recorded with it
     claim = claim_training(config, run_id)
     if not claim.train:
         return skip_run(config, run_id, None, claim.reason)
     remove_leftovers(config)
     gate_earlier_runs(config)
-    pull = pull_data.with_options(
-        retries=config.source.retries,
-        retry_delay_seconds=exponential_backoff(config.source.retry_delay_seconds),
-        retry_jitter_factor=0.5,
-    )(config)
+    with phase("pull (images decoded into the cache)"):
+        pull = pull_data.with_options(
+            retries=config.source.retries,
+            retry_delay_seconds=exponential_backoff(config.source.retry_delay_seconds),
+            retry_jitter_factor=0.5,
+        )(config)
     decision = decide(config, pull, force)
     if not decision.train:
         return skip_run(config, run_id, pull, decision.reason)
-    fold_set_id = build_folds(config, pull.dataset_version)
+    with phase("folds"):
+        fold_set_id = build_folds(config, pull.dataset_version)
     warm_from = find_warm_start(config, run_id, fold_set_id)
-    outputs = train_folds(config, run_id, fold_set_id, warm_from)
-    summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
-    gate_candidate(config, run_id)
+    outputs = train_folds(config, run_id, fold_set_id, warm_from)  # each fold records its own time
+    with phase("thresholds and records"):
+        summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
+    with phase("gate"):
+        gate_candidate(config, run_id)
     return summary
 
 

@@ -200,10 +200,22 @@ class TrainConfig(Section):
         min_length=1,
     )
     batch_size: int = Field(64, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    mixed_precision: bool = Field(True, description="bf16/fp16 on CUDA; ignored on CPU.")
-    channels_last: bool = Field(True, description="channels_last memory format on CUDA.")
-    num_workers: int = Field(0, ge=0)
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when there is one), cpu, cuda or cuda:N."
+    )
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="bf16 autocast (fp16 + loss scaling where a GPU lacks bf16). auto: on CUDA only; on: "
+        "on a CPU too (faster where it has bf16 instructions).",
+    )
+    channels_last: bool = Field(True, description="channels_last memory format (faster convolutions).")
+    compile: bool = Field(False, description="torch.compile the model (slow to start, faster on long runs).")
+    deterministic: bool = Field(
+        False, description="Deterministic cuDNN kernels (else cudnn.benchmark picks the fastest); CPU runs are."
+    )
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="Threads gathering the next batches while the model computes; auto: 2 on CUDA, 0 on CPU."
+    )
     mixup: bool = False
     early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without a better valid_loss.")
     fold_timeout_minutes: float | None = Field(

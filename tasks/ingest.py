@@ -28,16 +28,19 @@ import io
 import os
 import unicodedata
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from db import samples as sample_store
 from db.models import ACTIVE, QUARANTINED, RETIRED, utcnow
 from db.session import ensure_schema, session_scope
 from foldwise.config import DataConfig, FoldwiseConfig, check_image_folder
 from foldwise.errors import FoldwiseError
-from tasks.images import UnreadableImage, decode_image, read_image_file
+from tasks.cache import ImageCache, decode_size, make_items, reclaim
+from tasks.images import UnreadableImage, decode_image, parallel_map, read_image_file
 from tasks.logs import get_logger
 from tasks.sources import fetch
 
@@ -135,6 +138,7 @@ class PullSummary:
     n_retired: int = 0
     n_restored: int = 0
     n_known_rejections: int = 0  # rejected again, as at an earlier pull: not recorded again
+    n_decoded: int = 0  # images decoded (into the image cache) by this pull
     new_labels: list[str] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)  # first met in this pull
     quarantined: list[tuple[str, str]] = field(default_factory=list)  # (id, why), this pull's
@@ -160,7 +164,8 @@ class PullSummary:
         labels = f"; new labels: {', '.join(self.new_labels)}" if self.new_labels else ""
         return (
             f"pull {self.pull_id}: {self.n_rows} rows, {self.change_summary()}, {self.n_unchanged} unchanged, "
-            f"{rejected}; data set {self.dataset_version} has {self.dataset_size} samples{labels}"
+            f"{rejected}, {self.n_decoded} images decoded; data set {self.dataset_version} has "
+            f"{self.dataset_size} samples{labels}"
         )
 
 
@@ -382,46 +387,78 @@ def read_source(config: FoldwiseConfig, known_labels: Iterable[str] = ()) -> Sou
     return settled
 
 
+@dataclass(frozen=True)
+class ImageCheck:
+    """One image to check, and the hash under which it needs no decoding: an active sample's whose
+    items are all in the cache already."""
+
+    path: Path
+    trusted_hash: str | None
+
+
 def inspect_image(
-    path: Path, source_root: Path, max_pixels: int, stored: sample_store.StoredSample | None
-) -> ImageFacts | str:
-    """Hash the image and, unless an active sample already has this content, decode it whole; a
+    check: ImageCheck, source_root: Path, max_pixels: int, sizes: list[int]
+) -> tuple[ImageFacts | str, dict[int, np.ndarray] | None]:
+    """Hash the image and, unless its content is trusted, decode it whole into its cache items; a
     string says why it cannot be used. Links out of the source folder are not followed."""
+    path = check.path
     name = path.relative_to(source_root) if path.is_relative_to(source_root) else path
     try:
         # os.path's, not Path.resolve: on Python 3.11 a link loop raises RuntimeError there.
         real = Path(os.path.realpath(path, strict=True))
     except FileNotFoundError:
-        return f"image file {name} not found"
+        return f"image file {name} not found", None
     except OSError as error:
-        return f"image file {name} cannot be read: {error.strerror}"
+        return f"image file {name} cannot be read: {error.strerror}", None
     if not real.is_relative_to(source_root):
-        return f"image file {name} is a link to {real}, outside the source folder: not followed"
+        return f"image file {name} is a link to {real}, outside the source folder: not followed", None
     try:
         content, status = read_image_file(real, name)
-        content_hash = hashlib.sha256(content).hexdigest()
-        if stored is None or not stored.active or stored.content_hash != content_hash:
-            decode_image(content, name, max_pixels)
+        facts = ImageFacts(hashlib.sha256(content).hexdigest(), status.st_size, status.st_mtime_ns)
+        if facts.content_hash == check.trusted_hash:
+            return facts, None
+        pixels = decode_image(content, name, max_pixels, min_size=decode_size(sizes))
     except UnreadableImage as error:
-        return str(error)
-    return ImageFacts(content_hash, status.st_size, status.st_mtime_ns)
+        return str(error), None
+    return facts, make_items(pixels, sizes)
+
+
+def inspect_chunk(
+    checks: list[ImageCheck], source_root: Path, max_pixels: int, sizes: list[int]
+) -> list[tuple[ImageFacts | str, dict[int, np.ndarray] | None]]:
+    return [inspect_image(check, source_root, max_pixels, sizes) for check in checks]
 
 
 def inspect_images(
     rows: list[LabeledRow], config: FoldwiseConfig, stored: dict[str, sample_store.StoredSample]
-) -> list[ImageFacts | str]:
-    source_root = config.source.path.resolve()
+) -> tuple[list[ImageFacts | str], int]:
+    """Facts of every row's image, in order, and how many images were decoded. Each decoded image goes
+    into the image cache at every size the config needs: it is never decoded again."""
+    cache = ImageCache(config)
 
-    def inspect_chunk(chunk: list[LabeledRow]) -> list[ImageFacts | str]:
-        return [
-            inspect_image(row.image_path, source_root, config.data.max_image_pixels, stored.get(row.key))
-            for row in chunk
-        ]
+    def trusted(sample: sample_store.StoredSample | None) -> str | None:
+        if sample is None or not sample.active or cache.missing(sample.content_hash):
+            return None
+        return sample.content_hash
 
-    # Decoding releases the GIL; chunks keep the per-future overhead small for tiny images.
-    chunks = [rows[start : start + 256] for start in range(0, len(rows), 256)]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return [facts for chunk in pool.map(inspect_chunk, chunks) for facts in chunk]
+    checks = [ImageCheck(row.image_path, trusted(stored.get(row.key))) for row in rows]
+    inspect = partial(
+        inspect_chunk,
+        source_root=config.source.path.resolve(),
+        max_pixels=config.data.max_image_pixels,
+        sizes=cache.sizes,
+    )
+    facts, batch, n_decoded = [], {}, 0
+    for fact, items in parallel_map(inspect, checks):
+        facts.append(fact)
+        if items is not None:
+            batch[fact.content_hash] = items
+            n_decoded += 1
+        if len(batch) >= 256:  # bounded memory; the cache is keyed by content, so early writes are safe
+            cache.add(batch)
+            batch = {}
+    cache.add(batch)
+    return facts, n_decoded
 
 
 @dataclass
@@ -559,7 +596,8 @@ def ingest(config: FoldwiseConfig) -> PullSummary:
     source = read_source(config, known_labels)
     get_logger(__name__).info("read %d rows from %s; checking images", source.n_rows, config.source.path)
     rows = list(source.rows.values())
-    facts = dict(zip(source.rows, inspect_images(rows, config, stored), strict=True))
+    checked, n_decoded = inspect_images(rows, config, stored)
+    facts = dict(zip(source.rows, checked, strict=True))
     retire_absent = config.data.on_removed == "retire" and source.complete
     plan = reconcile(source, facts, stored, retire_absent)
     new = [r for r in dict.fromkeys(source.rejections) if r.fingerprint not in known_rejections]
@@ -606,6 +644,7 @@ def ingest(config: FoldwiseConfig) -> PullSummary:
             n_retired=plan.count(sample_store.RETIRED),
             n_restored=plan.count(sample_store.RESTORED),
             n_known_rejections=len(set(source.rejections)) - len(new),
+            n_decoded=n_decoded,
             new_labels=new_labels,
             rejections=new,
             quarantined=[(key, why) for key, kind, why in plan.events if kind == sample_store.QUARANTINED],
@@ -620,5 +659,8 @@ def ingest(config: FoldwiseConfig) -> PullSummary:
         pull.new_labels = new_labels
         pull.dataset_version, pull.dataset_size = version, summary.dataset_size
         pull.finished_at = utcnow()
+    reclaimed = reclaim(config, keep={sample.content_hash for sample in active})
+    if reclaimed:
+        get_logger(__name__).info("image cache: reclaimed %d items of images no sample uses", reclaimed)
     log_pull(summary, source, retire_absent, config)
     return summary

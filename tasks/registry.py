@@ -9,23 +9,23 @@ labels they share; labels only one of them knows are reported.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import fbeta_score
 
 from db import folds as fold_store
-from db import registry
+from db import queries, registry
 from db import samples as sample_store
 from db.folds import HOLDOUT
 from db.models import Run
 from db.session import session_scope
 from foldwise.config import FoldwiseConfig, GateConfig
 from foldwise.errors import FoldwiseError
+from tasks.cache import CachedImage, ImageCache, ensure_cached
 from tasks.logs import get_logger
 from tasks.models import EnsembleModel, load_model, write_model_record
-from tasks.predict import ensemble_probabilities
+from tasks.predict import ensemble_probabilities, model_item_size
 from tasks.runs import describe_error, training_lock
 from tasks.thresholds import samples_fbeta
 
@@ -115,14 +115,17 @@ def judge(
 
 @dataclass(frozen=True)
 class GateSamples:
-    paths: list[Path]
-    truth_sets: list[set[str]]
+    samples: list[sample_store.StoredSample]
     excluded: int  # gate-set samples left out because a compared model trained on them
+
+    @property
+    def truth_sets(self) -> list[set[str]]:
+        return [set(sample.labels) for sample in self.samples]
 
 
 def gate_samples(config: FoldwiseConfig, run_ids: list[int]) -> GateSamples:
-    """The images and true labels of the current gate set that none of the compared models, nor any
-    model their weights descend from, ever trained on."""
+    """The active samples of the current gate set that none of the compared models, nor any model
+    their weights descend from, ever trained on."""
     with session_scope(config.resolved_database_url()) as session:
         latest = fold_store.latest_fold_set(session=session)
         trained_by = registry.training_folds(
@@ -133,39 +136,51 @@ def gate_samples(config: FoldwiseConfig, run_ids: list[int]) -> GateSamples:
                 for ancestor in registry.lineage(session=session, run_id=run_id)
             ],
         )
-        samples = sample_store.stored_samples(session=session)
+        samples = sample_store.stored_samples(session=session, active_only=True)
     members = sorted(
         (s for s in samples.values() if latest is not None and latest.folds.get(s.id) == HOLDOUT),
         key=lambda s: s.id,
     )
     unseen = [s for s in members if all(folds.get(s.id, HOLDOUT) == HOLDOUT for folds in trained_by)]
-    return GateSamples(
-        [Path(s.image_path) for s in unseen], [set(s.labels) for s in unseen], len(members) - len(unseen)
-    )
+    return GateSamples(unseen, len(members) - len(unseen))
 
 
-def score(model: EnsembleModel, paths: list[Path], device: str) -> Scored:
-    return Scored(
-        model.run_id,
-        model.vocab,
-        model.thresholds,
-        ensemble_probabilities(model, paths, device_setting=device),
-    )
+def predicted_by(
+    config: FoldwiseConfig, model: EnsembleModel, samples: list[sample_store.StoredSample]
+) -> np.ndarray:
+    """The model's probabilities for these samples: those its run recorded for its holdout when it
+    has them all (each is predicted once), else predicted now from the image cache."""
+    with session_scope(config.resolved_database_url()) as session:
+        recorded = queries.holdout_probabilities(session=session, run_id=model.run_id)
+    if samples and all(sample.id in recorded for sample in samples):
+        return np.array([recorded[sample.id] for sample in samples], dtype=np.float32)
+    size = model_item_size(model)
+    images = [CachedImage(s.image_path, s.key, s.content_hash) for s in samples]
+    failures = ensure_cached(config, images, [size])
+    if failures:  # files gone since the pull and never cached at this size: not a fair comparison
+        raise RegistryError(f"cannot read {len(failures)} gate image(s): {next(iter(failures.values()))}")
+    store = ImageCache(config, [size]).store(size)
+    rows = np.array([store.rows[sample.content_hash] for sample in samples], dtype=np.int64)
+    return ensemble_probabilities(model, store.pixels(), rows, device_setting=config.train.device)
+
+
+def score(config: FoldwiseConfig, model: EnsembleModel, samples: list[sample_store.StoredSample]) -> Scored:
+    return Scored(model.run_id, model.vocab, model.thresholds, predicted_by(config, model, samples))
 
 
 def judge_against_champion(config: FoldwiseConfig, run_id: int, champion_id: int | None) -> Verdict:
     if champion_id is None:
         return Verdict(True, "promoted: the first model")
     gate = gate_samples(config, [run_id, champion_id])
-    if not gate.paths:
+    if not gate.samples:
         why = (
             f"all {gate.excluded} gate-set samples were trained on by one of the models"
             if gate.excluded
             else "no gate set (set gate.fraction or data.fixed_split_column)"
         )
         return Verdict(True, f"promoted without comparison: {why}")
-    candidate = score(load_model(config, run_id), gate.paths, config.train.device)
-    champion = score(load_model(config, champion_id), gate.paths, config.train.device)
+    candidate = score(config, load_model(config, run_id), gate.samples)
+    champion = score(config, load_model(config, champion_id), gate.samples)
     verdict = judge(candidate, champion, gate.truth_sets, config.thresholds.beta, config.gate)
     verdict.details["excluded_trained_on"] = gate.excluded
     return verdict

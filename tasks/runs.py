@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from prefect.utilities.timeout import timeout
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from db import training as training_store
 from db.models import TrainingLock, utcnow
@@ -287,6 +287,25 @@ def time_limit(minutes: float | None, what: str, setting: str) -> Iterator[None]
         if isinstance(error, TimedOut):
             raise
         raise TimedOut(f"{what} timed out after {minutes:g} minutes ({setting})") from None
+
+
+def record_phase(config: FoldwiseConfig, run_id: int, phase: str, seconds: float) -> None:
+    """Add to the wall time the run spent in a phase (best effort: a timing is not worth a run)."""
+    try:
+        with session_scope(config.resolved_database_url()) as session:
+            training_store.add_phase_seconds(session=session, run_id=run_id, phase=phase, seconds=seconds)
+    except SQLAlchemyError as error:
+        get_logger(__name__).warning("time of phase %r not recorded: %s", phase, error)
+
+
+@contextmanager
+def phase(config: FoldwiseConfig, run_id: int, name: str) -> Iterator[None]:
+    """Record the wall time of the block as the run's phase `name`."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        record_phase(config, run_id, name, time.perf_counter() - started)
 
 
 def decide(config: FoldwiseConfig, pull: PullSummary, force: bool) -> Decision:

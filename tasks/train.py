@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
@@ -32,14 +31,11 @@ from fastai.callback.core import Callback
 from fastai.callback.mixup import MixUp
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback
-from fastai.data.block import DataBlock, MultiCategoryBlock
-from fastai.data.transforms import IndexSplitter, Normalize
+from fastai.data.core import DataLoaders
 from fastai.learner import Learner
+from fastai.losses import BCEWithLogitsLossFlat
 from fastai.metrics import FBetaMulti, accuracy_multi
 from fastai.torch_core import set_seed
-from fastai.vision.augment import Resize, aug_transforms
-from fastai.vision.core import imagenet_stats
-from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
 from safetensors.torch import save_file
@@ -51,11 +47,13 @@ from db import samples as sample_store
 from db import training as training_store
 from db.folds import HOLDOUT
 from db.session import session_scope, write_with_retries
-from foldwise.config import AugmentConfig, ConfigError, FoldwiseConfig, StageConfig
+from foldwise.config import ConfigError, FoldwiseConfig, StageConfig
 from foldwise.errors import FoldwiseError
-from tasks.images import read_image
+from tasks.batches import CachedBatches, multi_hot
+from tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
 from tasks.logs import get_logger
 from tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
+from tasks.runs import phase
 
 
 class PretrainedWeightsUnavailable(FoldwiseError, RuntimeError):
@@ -73,21 +71,6 @@ class FoldOutput:
     n_valid: int
     seconds: float
     reused_from: int | None = None  # the unfinished run that trained it, when reused
-
-
-class ImagePixels:
-    """get_x: a row's image, decoded as Foldwise decodes every image (16-bit scaled, bombs refused)."""
-
-    def __init__(self, max_pixels: int):
-        self.max_pixels = max_pixels
-
-    # No return annotations here: fastai's type dispatch reads them and trips on `list[str]`.
-    def __call__(self, row: pd.Series):
-        return read_image(Path(row["image_path"]), self.max_pixels)
-
-
-def sample_labels(row: pd.Series):  # no return annotation, as above
-    return row["labels"]
 
 
 class FoldRandom(random.Random):
@@ -125,11 +108,14 @@ def fastai_random(seed: int):
 
 
 def choose_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device = 'cuda' but no CUDA device is available")
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {setting!r} but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"train.device = {setting!r} but there are {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def resolve_arch(name: str):
@@ -148,52 +134,25 @@ def resolve_arch(name: str):
     return name
 
 
-def batch_transforms(size: int, augment: AugmentConfig) -> list:
-    return aug_transforms(
-        size=size,
-        min_scale=augment.min_scale,
-        flip_vert=augment.flip_vert,
-        do_flip=augment.flip,
-        max_rotate=augment.max_rotate,
-        max_lighting=augment.max_lighting,
-        max_warp=augment.max_warp,
+def stage_loaders(
+    images: FoldImages, valid: np.ndarray, size: int, config: FoldwiseConfig, device: torch.device, seed: int
+) -> DataLoaders:
+    """Training and validation batches of one stage: the cached items of its size, augmented on the
+    device (presizing: items are larger than the stage size; crops and flips come on the batch)."""
+    pixels, rows = images.at(size, config)
+    train = CachedBatches(
+        pixels,
+        rows[~valid],
+        images.targets[~valid],
+        size,
+        config,
+        device,
+        shuffle=True,
+        augment=True,
+        seed=seed,
     )
-
-
-def fitting_batch_size(batch_size: int, n_train: int) -> int:
-    """The training loader drops an incomplete last batch: a fold smaller than a batch would train on
-    nothing, so its batches shrink to fit."""
-    return max(1, min(batch_size, n_train))
-
-
-def make_dataloaders(
-    frame: pd.DataFrame,
-    valid_index: list[int],
-    vocab: list[str],
-    size: int,
-    config: FoldwiseConfig,
-    device: torch.device,
-):
-    """Presizing: resize items larger than the stage size, then augment and crop on the batch.
-
-    The same pipeline serves prediction: `test_dl` applies its validation side (center crop)."""
-    normalize = [Normalize.from_stats(*imagenet_stats)] if config.model.pretrained else []
-    block = DataBlock(
-        blocks=(ImageBlock, MultiCategoryBlock(vocab=vocab)),
-        get_x=ImagePixels(config.data.max_image_pixels),
-        get_y=sample_labels,
-        splitter=IndexSplitter(valid_index),
-        item_tfms=Resize(math.ceil(size * config.augment.presize)),
-        # Explicit, so that prediction (without downloading pretrained weights) normalizes alike.
-        batch_tfms=[*batch_transforms(size, config.augment), *normalize],
-    )
-    return block.dataloaders(
-        frame,
-        bs=fitting_batch_size(config.train.batch_size, len(frame) - len(valid_index)),
-        num_workers=config.train.num_workers,
-        device=device,
-        seed=config.folds.seed,
-    )
+    check = CachedBatches(pixels, rows[valid], images.targets[valid], size, config, device, shuffle=False)
+    return DataLoaders(train, check, device=device)
 
 
 class RecordEpochs(Callback):
@@ -218,11 +177,41 @@ class RecordEpochs(Callback):
         )
 
 
-def build_learner(dls, config: FoldwiseConfig, device: torch.device) -> Learner:
+class CpuAutocast(Callback):
+    """bf16 autocast on a CPU (fastai's MixedPrecision is CUDA's): faster where the CPU has bf16
+    instructions, and no loss scaling is needed for bf16."""
+
+    order = 10
+
+    def before_batch(self):
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        self.autocast.__enter__()
+
+    def after_pred(self):
+        self.learn.pred = self.pred.float()
+
+    def after_loss(self):
+        self.autocast.__exit__(None, None, None)
+
+
+def use_mixed_precision(setting: str, device: torch.device) -> bool:
+    """'auto': on CUDA only (CPU speed-ups vary by processor: 'on' to take them)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def build_learner(dls: DataLoaders, n_out: int, config: FoldwiseConfig, device: torch.device) -> Learner:
     arch = resolve_arch(config.model.arch)
     metrics = [accuracy_multi, FBetaMulti(beta=config.thresholds.beta, average="samples", thresh=0.5)]
     try:
-        learn = vision_learner(dls, arch, pretrained=config.model.pretrained, metrics=metrics)
+        learn = vision_learner(
+            dls,
+            arch,
+            n_out=n_out,
+            pretrained=config.model.pretrained,
+            normalize=False,  # the batches are normalised already (tasks/batches.py)
+            loss_func=BCEWithLogitsLossFlat(),
+            metrics=metrics,
+        )
     except (OSError, RuntimeError) as error:  # URLError is an OSError; hub failures are RuntimeErrors
         if not config.model.pretrained:
             raise
@@ -234,61 +223,101 @@ def build_learner(dls, config: FoldwiseConfig, device: torch.device) -> Learner:
     learn.logger = noop  # RecordEpochs logs each epoch; fastai would print raw value lists too
     if config.train.mixup:
         learn.add_cb(MixUp())
-    if device.type == "cuda":
-        if config.train.mixed_precision:
+    if use_mixed_precision(config.train.mixed_precision, device):
+        if device.type == "cuda":
             learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-        if config.train.channels_last:
-            learn.add_cb(ChannelsLast())
+        else:
+            learn.add_cb(CpuAutocast())
+    if config.train.channels_last:
+        learn.add_cb(ChannelsLast())
+    if config.train.compile:
+        learn.model = torch.compile(learn.model)
     return learn
 
 
+def plain_model(learn: Learner) -> torch.nn.Module:
+    """The model itself, not its torch.compile wrapper: its state dict has the plain names."""
+    return getattr(learn.model, "_orig_mod", learn.model)
+
+
 def fit_stage(learn: Learner, stage: StageConfig, config: FoldwiseConfig) -> float:
-    """Train one stage; returns the peak learning rate used."""
-    lr = stage.lr if stage.lr is not None else float(learn.lr_find(show_plot=False).valley)
+    """Train one stage; returns the peak learning rate used. lr_find, when the stage has no lr, runs
+    on the model as the stage trains it (head only, or whole)."""
     pretrained = config.model.pretrained
+    frozen = stage.frozen and pretrained
+    learn.freeze() if frozen else learn.unfreeze()
+    lr = stage.lr if stage.lr is not None else float(learn.lr_find(show_plot=False).valley)
     patience = config.train.early_stopping_patience
     callbacks = [EarlyStoppingCallback(monitor="valid_loss", patience=patience)] if patience else []
-    if stage.frozen and pretrained:
-        learn.freeze()
-        learn.fit_one_cycle(stage.epochs, lr, cbs=callbacks)
-    else:
-        learn.unfreeze()
-        # Discriminative rates: the early (pretrained) layers move least.
-        learn.fit_one_cycle(stage.epochs, slice(lr / 100, lr) if pretrained else lr, cbs=callbacks)
+    # Discriminative rates when the pretrained body trains too: its early layers move least.
+    rates = slice(lr / 100, lr) if pretrained and not frozen else lr
+    learn.fit_one_cycle(stage.epochs, rates, cbs=callbacks)
     return lr
 
 
-def predict(learn: Learner, frame: pd.DataFrame) -> np.ndarray:
-    if frame.empty:
-        return np.zeros((0, len(learn.dls.vocab)), dtype=np.float32)
-    probabilities, _ = learn.get_preds(dl=learn.dls.test_dl(frame))
+def predict(learn: Learner, loader: CachedBatches, n_out: int) -> np.ndarray:
+    if len(loader.rows) == 0:
+        return np.zeros((0, n_out), dtype=np.float32)
+    probabilities, _ = learn.get_preds(dl=loader)
     return probabilities.float().numpy()
 
 
-def load_fold_frame(
-    config: FoldwiseConfig, fold_set: fold_store.StoredFoldSet
-) -> tuple[pd.DataFrame, list[str]]:
+@dataclass
+class FoldImages:
+    """The samples a fold sees (its training, validation and holdout rows), with where their items
+    are in the image cache."""
+
+    frame: pd.DataFrame  # sample_id, content_hash, labels, fold
+    vocab: list[str]
+    targets: np.ndarray
+
+    def at(self, size: int, config: FoldwiseConfig) -> tuple[np.ndarray, np.ndarray]:
+        """The cache's items for this stage size, and the row of each sample in them."""
+        store = ImageCache(config).store(item_size(StageConfig(size=size, epochs=1), config.augment.presize))
+        return store.pixels(), np.array(
+            [store.rows[key] for key in self.frame["content_hash"]], dtype=np.int64
+        )
+
+    def subset(self, mask: np.ndarray) -> FoldImages:
+        return FoldImages(self.frame[mask].reset_index(drop=True), self.vocab, self.targets[mask])
+
+
+def prediction_batches(
+    images: FoldImages, size: int, config: FoldwiseConfig, device: torch.device
+) -> CachedBatches:
+    pixels, rows = images.at(size, config)
+    return CachedBatches(pixels, rows, images.targets, size, config, device, shuffle=False)
+
+
+def load_fold_images(config: FoldwiseConfig, fold_set: fold_store.StoredFoldSet) -> FoldImages:
+    """The fold set's samples, every one in the image cache at every stage's size. A sample whose
+    image cannot be cached any more (its file went since the pull) is left out, said in the log."""
     with session_scope(config.resolved_database_url()) as session:
-        samples = sample_store.stored_samples(session=session)
+        samples = [s for s in sample_store.stored_samples(session=session).values() if s.id in fold_set.folds]
+    failures = ensure_cached(
+        config, [CachedImage(s.image_path, s.key, s.content_hash) for s in samples], item_sizes(config)
+    )
+    for sample in samples:
+        if sample.content_hash in failures:
+            get_logger(__name__).warning("sample %s left out: %s", sample.key, failures[sample.content_hash])
     rows = [
         {
             "sample_id": s.id,
-            "image_path": s.image_path,
+            "content_hash": s.content_hash,
             "labels": sorted(s.labels),
             "fold": fold_set.folds[s.id],
         }
-        for s in samples.values()
-        if s.id in fold_set.folds
+        for s in samples
+        if s.content_hash not in failures
     ]
     frame = pd.DataFrame(rows).sort_values("sample_id", ignore_index=True)
     vocab = sorted({label for labels in frame["labels"] for label in labels})
-    return frame, vocab
+    return FoldImages(frame, vocab, multi_hot(list(frame["labels"]), vocab))
 
 
 def fit_stages(
-    trainable: pd.DataFrame,
-    valid_index: list[int],
-    vocab: list[str],
+    images: FoldImages,
+    valid: np.ndarray,
     config: FoldwiseConfig,
     device: torch.device,
     record_epoch,
@@ -302,14 +331,13 @@ def fit_stages(
     stages = (warm_from and config.train.warm_start_stages) or config.train.stages
     learn = None
     for stage_number, stage in enumerate(stages):
-        dls = make_dataloaders(trainable, valid_index, vocab, stage.size, config, device)
+        dls = stage_loaders(images, valid, stage.size, config, device, seed=config.folds.seed + fold)
         if learn is None:
-            learn = build_learner(dls, config, device)
+            learn = build_learner(dls, len(images.vocab), config, device)
             if warm_from is not None:
                 source = load_weights(warm_from.fold_paths[fold])  # same folds: see warm_start_source
-                learn.model.load_state_dict(
-                    warm_state(learn.model.state_dict(), source, warm_from.vocab, vocab)
-                )
+                model = plain_model(learn)
+                model.load_state_dict(warm_state(model.state_dict(), source, warm_from.vocab, images.vocab))
         else:
             learn.dls = dls
 
@@ -426,18 +454,18 @@ def train_fold(
         return reused
 
     device = choose_device(config.train.device)
-    frame, vocab = load_fold_frame(config, fold_set)
-    trainable = frame[frame["fold"] != HOLDOUT].reset_index(drop=True)
-    holdout = frame[frame["fold"] == HOLDOUT].reset_index(drop=True)
-    valid_index = trainable.index[trainable["fold"] == fold].tolist()
-    n_train = len(trainable) - len(valid_index)
+    images = load_fold_images(config, fold_set)
+    trainable = images.subset((images.frame["fold"] != HOLDOUT).to_numpy())
+    holdout = images.subset((images.frame["fold"] == HOLDOUT).to_numpy())
+    valid = (trainable.frame["fold"] == fold).to_numpy()
+    n_train = int((~valid).sum())
     if n_train < config.train.batch_size:
         log.warning(
             "fold %d has %d training samples, fewer than train.batch_size %d: batches of %d",
             fold,
             n_train,
             config.train.batch_size,
-            fitting_batch_size(config.train.batch_size, n_train),
+            max(1, n_train),
         )
     unwritten_epochs: list[dict[str, Any]] = []
 
@@ -452,29 +480,39 @@ def train_fold(
             unwritten_epochs.append(values)
 
     seed = config.folds.seed + fold
-    set_seed(seed, reproducible=True)  # same inputs and seed: same weights on CPU
+    set_seed(seed, reproducible=config.train.deterministic)  # same inputs and seed: same weights on CPU
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not config.train.deterministic
     learn = None
     folder = run_folder(config, run_id, create=True)
     weights_path = folder / f"fold{fold}.safetensors"
     predictions_path = folder / f"fold{fold}_predictions.npz"
     try:
-        with fastai_random(seed):
+        with fastai_random(seed), phase(config, run_id, f"fold {fold} training"):
             champion = load_model(config, warm_from) if warm_from is not None else None
-            learn = fit_stages(trainable, valid_index, vocab, config, device, record_epoch, fold, champion)
+            learn = fit_stages(trainable, valid, config, device, record_epoch, fold, champion)
         state = {
-            name: tensor.detach().contiguous().cpu() for name, tensor in learn.model.state_dict().items()
+            name: tensor.detach().contiguous().cpu()
+            for name, tensor in plain_model(learn).state_dict().items()
         }
         with atomic_file(weights_path) as partial:
             save_file(state, str(partial))
-        valid = trainable.iloc[valid_index]
-        with atomic_file(predictions_path) as partial, partial.open("wb") as handle:
+        # One pass over each set: its validation fold (out of fold) and the holdout (the gate set).
+        size = config.train.stages[-1].size
+        oof, gate = trainable.subset(valid), holdout
+        loaders = [prediction_batches(part, size, config, device) for part in (oof, gate)]
+        with (
+            phase(config, run_id, f"fold {fold} prediction"),
+            atomic_file(predictions_path) as partial,
+            partial.open("wb") as handle,
+        ):
             np.savez(
                 handle,
-                vocab=np.array(vocab),
-                oof_ids=valid["sample_id"].to_numpy(),
-                oof=predict(learn, valid),
-                holdout_ids=holdout["sample_id"].to_numpy(),
-                holdout=predict(learn, holdout),
+                vocab=np.array(images.vocab),
+                oof_ids=oof.frame["sample_id"].to_numpy(),
+                oof=predict(learn, loaders[0], len(images.vocab)),
+                holdout_ids=gate.frame["sample_id"].to_numpy(),
+                holdout=predict(learn, loaders[1], len(images.vocab)),
             )
     finally:
         # Free GPU memory before the next fold takes it.
@@ -483,12 +521,7 @@ def train_fold(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     output = FoldOutput(
-        fold,
-        weights_path,
-        predictions_path,
-        len(trainable) - len(valid_index),
-        len(valid_index),
-        time.perf_counter() - started,
+        fold, weights_path, predictions_path, n_train, int(valid.sum()), time.perf_counter() - started
     )
     write_with_retries(
         url, lambda session: record_fold(session, run_id, output, fingerprint, unwritten_epochs)

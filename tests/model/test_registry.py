@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +20,10 @@ from flows.retrain import retrain
 from foldwise.cli import app
 from foldwise.config import load_config
 from tasks import train as train_module
+from tasks.cache import ImageCache
 from tasks.demo import deliver_drop
 from tasks.models import load_model
-from tasks.predict import ensemble_probabilities
+from tasks.predict import ensemble_probabilities, model_item_size
 from tasks.thresholds import samples_fbeta
 from tests.conftest import CONFIGS, TINY_TRAINING
 
@@ -87,8 +87,10 @@ def test_gate_decisions_manual_promote_and_rollback(tmp_path):
     model = load_model(config, second.run_id)
     ids = sorted(gate_now)
     with session_scope(url) as session:
-        paths = [session.get(Sample, i).image_path for i in ids]
-    recomputed = ensemble_probabilities(model, [Path(p) for p in paths])
+        hashes = [session.get(Sample, i).content_hash for i in ids]
+    store = ImageCache(config).store(model_item_size(model))
+    rows = np.array([store.rows[content_hash] for content_hash in hashes])
+    recomputed = ensemble_probabilities(model, store.pixels(), rows)
     assert recomputed == pytest.approx(np.array([stored[i] for i in ids]), abs=1e-4)
     shared = decision.details["shared_labels"]
     columns = [model.vocab.index(label) for label in shared]

@@ -4,9 +4,10 @@ import random
 import threading
 from importlib.metadata import version
 
-import pandas as pd
+import numpy as np
 import pytest
 import torch
+from fastai.data.core import DataLoaders
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import func, select
 
@@ -15,6 +16,7 @@ from db.session import session_scope
 from flows.retrain import retrain
 from foldwise.config import load_config
 from tasks import train as train_module
+from tasks.batches import CachedBatches
 from tasks.demo import deliver_drop
 from tasks.report import build_report
 from tasks.train import PretrainedWeightsUnavailable, build_learner
@@ -41,8 +43,8 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
     seen_shapes = []
     original = train_module.build_learner
 
-    def spying_build_learner(dls, config, device):
-        learn = original(dls, config, device)
+    def spying_build_learner(dls, n_out, config, device):
+        learn = original(dls, n_out, config, device)
         learn.model.register_forward_pre_hook(
             lambda module, args: seen_shapes.append(tuple(args[0].shape[-2:]))
         )
@@ -59,6 +61,9 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
         run = session.get_one(Run, first.run_id)
         assert run.status == "succeeded" and run.dataset_size == 48 and run.config["folds"]["n_folds"] == 2
         assert run.package_versions["torch"] == version("torch") and run.seed == 42
+        phases = {"pull (images decoded into the cache)", "folds", "thresholds and records", "gate"}
+        phases |= {f"fold {fold} {part}" for fold in (0, 1) for part in ("training", "prediction")}
+        assert set(run.phase_seconds) == phases and all(seconds > 0 for seconds in run.phase_seconds.values())
         epochs = session.scalars(select(Epoch).where(Epoch.run_id == run.id)).all()
         assert sorted({(e.fold, e.stage, e.size) for e in epochs}) == [
             (0, 0, 16),
@@ -113,13 +118,13 @@ def test_holdout_is_never_trained_on_and_predicted_by_every_fold(tmp_path, datab
         "\n".join([lines[0] + ",holdout"] + [f"{line},{i % 4 == 0}" for i, line in enumerate(lines[1:])])
     )
     trained_on = []
-    original = train_module.make_dataloaders
+    original = train_module.stage_loaders
 
-    def spying_make_dataloaders(frame, valid_index, *args):
-        trained_on.append(set(frame.drop(index=valid_index)["sample_id"]))
-        return original(frame, valid_index, *args)
+    def spying_stage_loaders(images, valid, *args, **kwargs):
+        trained_on.append(set(images.frame["sample_id"][~valid]))
+        return original(images, valid, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "make_dataloaders", spying_make_dataloaders)
+    monkeypatch.setattr(train_module, "stage_loaders", spying_stage_loaders)
     summary = retrain(config)
     assert summary.fbeta_holdout is not None
     with session_scope(database_url) as session:
@@ -148,19 +153,12 @@ def test_offline_pretrained_weights_give_a_clear_error(tmp_path, monkeypatch):
     config = load_config(
         CONFIGS / "demo.toml", [f"source.path={tmp_path / 'source'}", "model.pretrained=true", *TINY]
     )
-    deliver_drop(config.source.path, n_images=8)
-    frame = pd.DataFrame(
-        {
-            "image_path": sorted(str(p) for p in (tmp_path / "source/images").glob("*.png")),
-            "labels": [["one"]] * 8,
-            "sample_id": range(8),
-        }
-    )
-    dls = train_module.make_dataloaders(frame, [0, 1], ["one"], 16, config, torch.device("cpu"))
+    pixels = np.zeros((8, 20, 20, 3), dtype=np.uint8)
+    batches = CachedBatches(pixels, np.arange(8), np.zeros((8, 1), np.float32), 16, config, torch.device("cpu"), False)
     with pytest.raises(
         PretrainedWeightsUnavailable, match="cannot download weights for resnet18.*model.pretrained=false"
     ):
-        build_learner(dls, config, torch.device("cpu"))
+        build_learner(DataLoaders(batches, batches), 1, config, torch.device("cpu"))
 
 
 def test_same_inputs_and_seed_give_the_same_thresholds(tmp_path):

@@ -1,0 +1,152 @@
+"""Batch augmentation in one resampling pass, on whatever device the batch is on.
+
+fastai's `aug_transforms`, as `augment` configures them, composed into one affine map per image and
+applied with a single `grid_sample` from the presized item to the stage size (fastai resamples twice
+and pays a tensor-subclass dispatch on every operation: on a CPU that dominated an epoch):
+- flips: horizontal with p=0.5 (`augment.flip`), or one of the 8 dihedral symmetries with p=0.5
+  (`augment.flip_vert`);
+- rotation up to `augment.max_rotate` degrees and zoom up to 1.1x, each with p=0.75 (fastai's
+  p_affine and max_zoom defaults);
+- a random square crop of `augment.min_scale`..1 of the area (fastai's RandomResizedCropGPU with
+  ratio 1; here drawn per image, where fastai draws one per batch);
+- brightness and contrast up to `augment.max_lighting`, each with p=0.75, in logit space as fastai
+  does;
+bilinear, reflection padding, align_corners=True, as fastai. Lighting is a function of each pixel's
+value, the same for every pixel of an image: so it is a 256-entry table per image, which also turns
+the uint8 values into normalised floats in one lookup, before the resampling (fastai lights after
+it; the two orders differ only where a pixel is interpolated between two values). Validation (no
+augmentation) resizes the whole item to the stage size the same way, which is exactly fastai's
+validation transform.
+A perspective warp (`augment.max_warp` > 0) has no affine form: then fastai's own transforms run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from foldwise.config import AugmentConfig
+
+P_AFFINE, P_LIGHTING, P_FLIP, MAX_ZOOM = 0.75, 0.75, 0.5, 1.1
+# fastai's dihedral_mat: for each of the 8 symmetries, the signs of x and y and whether axes swap.
+DIHEDRAL_X = torch.tensor([1, -1, 1, -1, -1, 1, 1, -1], dtype=torch.float32)
+DIHEDRAL_Y = torch.tensor([1, 1, -1, 1, -1, -1, 1, -1], dtype=torch.float32)
+DIHEDRAL_KEEP = torch.tensor([1, 1, 1, 0, 1, 0, 0, 0], dtype=torch.float32)
+
+
+def happens(p: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator) < p
+
+
+def uniform(low: float, high: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def flip_matrices(n: int, augment: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    matrices = torch.eye(3).repeat(n, 1, 1)
+    if augment.flip_vert:  # one of the 8 symmetries of the square
+        index = torch.randint(0, 8, (n,), generator=generator)
+        index = torch.where(happens(P_FLIP, n, generator), index, torch.zeros_like(index))
+        xs, ys, keep = DIHEDRAL_X[index], DIHEDRAL_Y[index], DIHEDRAL_KEEP[index]
+        matrices[:, 0, 0], matrices[:, 0, 1] = xs * keep, xs * (1 - keep)
+        matrices[:, 1, 0], matrices[:, 1, 1] = ys * (1 - keep), ys * keep
+    elif augment.flip:
+        matrices[:, 0, 0] = torch.where(happens(P_FLIP, n, generator), -1.0, 1.0)
+    return matrices
+
+
+def rotation_matrices(n: int, augment: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    degrees = uniform(-augment.max_rotate, augment.max_rotate, n, generator) * happens(P_AFFINE, n, generator)
+    theta = degrees * math.pi / 180
+    matrices = torch.eye(3).repeat(n, 1, 1)
+    matrices[:, 0, 0], matrices[:, 0, 1] = theta.cos(), theta.sin()
+    matrices[:, 1, 0], matrices[:, 1, 1] = -theta.sin(), theta.cos()
+    return matrices
+
+
+def zoom_matrices(n: int, generator: torch.Generator) -> torch.Tensor:
+    zoom = torch.where(happens(P_AFFINE, n, generator), uniform(1.0, MAX_ZOOM, n, generator), 1.0)
+    scale = 1 / zoom
+    matrices = torch.eye(3).repeat(n, 1, 1)
+    matrices[:, 0, 0] = matrices[:, 1, 1] = scale
+    matrices[:, 0, 2] = (1 - scale) * (2 * torch.rand(n, generator=generator) - 1)
+    matrices[:, 1, 2] = (1 - scale) * (2 * torch.rand(n, generator=generator) - 1)
+    return matrices
+
+
+def crop_matrices(n: int, augment: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    side = uniform(augment.min_scale, 1.0, n, generator).sqrt()  # a square of that share of the area
+    matrices = torch.eye(3).repeat(n, 1, 1)
+    matrices[:, 0, 0] = matrices[:, 1, 1] = side
+    matrices[:, 0, 2] = (1 - side) * (2 * torch.rand(n, generator=generator) - 1)
+    matrices[:, 1, 2] = (1 - side) * (2 * torch.rand(n, generator=generator) - 1)
+    return matrices
+
+
+def affine_maps(n: int, augment: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """n x 2 x 3: output coordinates -> item coordinates. fastai applies flip, rotation and zoom
+    (composed in that order) to the item, then crops the result: so the crop is applied first here."""
+    affine = (
+        flip_matrices(n, augment, generator)
+        @ rotation_matrices(n, augment, generator)
+        @ zoom_matrices(n, generator)
+    )
+    return (affine @ crop_matrices(n, augment, generator))[:, :2, :]
+
+
+def value_tables(
+    n: int, augment: AugmentConfig, generator: torch.Generator, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """n x 3 x 256: each image's uint8 value -> its lit, normalised float (fastai's lighting)."""
+    low = augment.max_lighting
+    levels = torch.arange(256, dtype=torch.float32) / 255
+    if low == 0:
+        lit = levels.expand(n, 256)
+    else:
+        brightness = torch.where(
+            happens(P_LIGHTING, n, generator), uniform(0.5 * (1 - low), 0.5 * (1 + low), n, generator), 0.5
+        )
+        contrast = torch.where(
+            happens(P_LIGHTING, n, generator),
+            uniform(math.log(1 - low), -math.log(1 - low), n, generator).exp(),
+            1.0,
+        )
+        lit = torch.sigmoid(
+            (torch.logit(levels, eps=1e-7) + torch.logit(brightness)[:, None]) * contrast[:, None]
+        )
+    return (lit[:, None, :] - mean.view(1, 3, 1)) / std.view(1, 3, 1)
+
+
+def resample(images: torch.Tensor, maps: torch.Tensor, size: int) -> torch.Tensor:
+    grid = F.affine_grid(
+        maps.to(images.device, images.dtype), [images.shape[0], 3, size, size], align_corners=True
+    )
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+
+
+def augment_batch(
+    images: torch.Tensor,
+    size: int,
+    augment: AugmentConfig,
+    generator: torch.Generator,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> torch.Tensor:
+    """uint8 images (N x 3 x H x W) randomly transformed into normalised floats, N x 3 x size x size."""
+    n, channels, height, width = images.shape
+    tables = value_tables(n, augment, generator, mean, std).to(images.device)
+    values = tables.gather(2, images.reshape(n, channels, height * width).long()).view(
+        n, channels, height, width
+    )
+    return resample(values, affine_maps(n, augment, generator), size)
+
+
+def resize_batch(images: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images resized whole to size x size and normalised: fastai's validation transform."""
+    values = (images.float().div_(255) - mean.to(images.device).view(1, 3, 1, 1)) / std.to(
+        images.device
+    ).view(1, 3, 1, 1)
+    identity = torch.eye(3)[:2].repeat(images.shape[0], 1, 1)
+    return resample(values, identity, size)
