@@ -184,6 +184,8 @@ class Run(Base):
     vocabulary: Mapped[list[Any] | None]
     beta: Mapped[float | None]
     global_threshold: Mapped[float | None]
+    threshold_strategy: Mapped[str | None] = mapped_column(String(20))  # "per-class" or "global"
+    threshold_reason: Mapped[str | None] = mapped_column(Text)  # the cross-fitted scores behind the choice
 
 
 class TrainingLock(Base):
@@ -265,7 +267,8 @@ class ClassThreshold(Base):
     __tablename__ = "class_thresholds"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     label: Mapped[str] = mapped_column(String(200), primary_key=True)
-    threshold: Mapped[float]
+    threshold: Mapped[float]  # in use: per-class or global, per the run's threshold_strategy
+    per_class_threshold: Mapped[float | None]  # this class's per-class candidate
     fbeta: Mapped[float]
     positives: Mapped[int]
     fallback: Mapped[bool]
@@ -286,11 +289,18 @@ class ClassMetric(Base):
 
 
 class RunMetric(Base):
-    """Overall metrics of a run's ensemble on one split ("oof", "holdout")."""
+    """Overall metrics of a run's ensemble on one split ("oof", "holdout"). `score` is the configured
+    metric's honest figure: cross-fitted out of fold (thresholds never scored on the predictions they
+    were fitted to), plain on the holdout; the baselines are what doing nothing scores there."""
 
     __tablename__ = "run_metrics"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     split: Mapped[str] = mapped_column(String(10), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(20), server_default="fbeta_samples")
+    score: Mapped[float | None]
+    score_in_sample: Mapped[float | None]  # out of fold: with thresholds fitted on the same predictions
+    baseline_all: Mapped[float | None]  # every label predicted for every sample
+    baseline_prior: Mapped[float | None]  # the most frequent labels predicted for every sample
     n_samples: Mapped[int]
     fbeta_samples: Mapped[float]
     fbeta_samples_global: Mapped[float]  # with the single best global threshold instead

@@ -228,7 +228,10 @@ def add_predictions(*, session: Session, run_id: int, rows: list[dict[str, Any]]
 
 
 def add_thresholds(*, session: Session, run_id: int, thresholds: list[Any]) -> None:
-    session.execute(insert(ClassThreshold), [asdict(t) | {"run_id": run_id} for t in thresholds])
+    rows = [asdict(t) for t in thresholds]
+    for row in rows:
+        row["per_class_threshold"] = row.pop("per_class")
+    session.execute(insert(ClassThreshold), [row | {"run_id": run_id} for row in rows])
 
 
 def add_metrics(
@@ -239,8 +242,11 @@ def add_metrics(
     overall: Any,
     classes: list[Any],
     fbeta_samples_global: float,
+    scores: dict[str, Any],
 ) -> None:
     session.add(
-        RunMetric(run_id=run_id, split=split, fbeta_samples_global=fbeta_samples_global, **asdict(overall))
+        RunMetric(
+            run_id=run_id, split=split, fbeta_samples_global=fbeta_samples_global, **asdict(overall), **scores
+        )
     )
     session.execute(insert(ClassMetric), [asdict(c) | {"run_id": run_id, "split": split} for c in classes])

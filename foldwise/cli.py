@@ -159,10 +159,10 @@ def run(
     with prefect_api():
         summary = retrain(settings, force=force)
     line = f"run {summary.run_id}: {summary.status} ({summary.reason})"
-    if summary.fbeta_oof is not None:
-        line += f", OOF F{settings.thresholds.beta:g} {summary.fbeta_oof:.4f}"
-    if summary.fbeta_holdout is not None:
-        line += f", holdout F{settings.thresholds.beta:g} {summary.fbeta_holdout:.4f}"
+    if summary.score_oof is not None:
+        line += f", OOF {summary.metric} {summary.score_oof:.4f} (cross-fitted)"
+    if summary.score_holdout is not None:
+        line += f", holdout {summary.score_holdout:.4f}"
     if summary.seconds is not None:
         line += f", {summary.seconds:.0f}s"
     typer.echo(line)

@@ -230,11 +230,17 @@ class TrainConfig(Section):
 
 
 class ThresholdConfig(Section):
-    """Per-class decision thresholds chosen on out-of-fold predictions."""
+    """The metric users are scored on, and the decision thresholds that maximise it on out-of-fold
+    predictions."""
 
-    beta: float = Field(2.0, gt=0, description="F-beta to maximise; 2 is the Planet metric.")
+    metric: Literal["fbeta_samples", "fbeta_macro", "fbeta_micro"] = Field(
+        "fbeta_samples",
+        description="F-beta averaged over samples (Planet's F2), over classes (with beta 1: the protein "
+        "atlas's macro F1) or over all decisions pooled (micro).",
+    )
+    beta: float = Field(2.0, gt=0, description="The beta of the F-beta metric; 2 is the Planet metric.")
     min_positives: int = Field(
-        5, ge=1, description="Classes with fewer OOF positives use the global threshold."
+        5, ge=1, description="Classes with fewer OOF positives keep the global threshold."
     )
 
 

@@ -1,7 +1,8 @@
 """The champion gate, and promotion and rollback by hand. Every decision is recorded with its numbers.
 
-A candidate (a successful run's ensemble) replaces the champion when, on the gate set, its F-beta is
-not worse than the champion's by more than `gate.tolerance`, and no class with at least
+A candidate (a successful run's ensemble) replaces the champion when, on the gate set, its score on
+the configured metric (`thresholds.metric`) is not worse than the champion's by more than
+`gate.tolerance`, and no class with at least
 `gate.min_support` gate positives loses more than `gate.max_class_drop`. Both are scored on the
 labels they share; labels only one of them knows are reported.
 """
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import fbeta_score
 
 from db import folds as fold_store
 from db import queries, registry
@@ -20,14 +20,14 @@ from db import samples as sample_store
 from db.folds import HOLDOUT
 from db.models import Run
 from db.session import session_scope
-from foldwise.config import FoldwiseConfig, GateConfig
+from foldwise.config import FoldwiseConfig, GateConfig, ThresholdConfig
 from foldwise.errors import FoldwiseError
+from tasks import metrics
 from tasks.cache import CachedImage, ImageCache, ensure_cached
 from tasks.logs import get_logger
 from tasks.models import EnsembleModel, load_model, write_model_record
 from tasks.predict import ensemble_probabilities, model_item_size
 from tasks.runs import describe_error, training_lock
-from tasks.thresholds import samples_fbeta
 
 
 class RegistryError(FoldwiseError, ValueError):
@@ -51,14 +51,8 @@ class Verdict:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def class_fbeta(predicted: np.ndarray, truth: np.ndarray, beta: float) -> np.ndarray:
-    return np.array(
-        [fbeta_score(truth[:, j], predicted[:, j], beta=beta, zero_division=0) for j in range(truth.shape[1])]
-    )
-
-
 def judge(
-    candidate: Scored, champion: Scored, truth_sets: list[set[str]], beta: float, gate: GateConfig
+    candidate: Scored, champion: Scored, truth_sets: list[set[str]], settings: ThresholdConfig, gate: GateConfig
 ) -> Verdict:
     """Compare two scored models on the gate set, on their shared labels. Pure: no I/O."""
     shared = sorted(set(candidate.vocab) & set(champion.vocab))
@@ -70,10 +64,10 @@ def judge(
         columns = [model.vocab.index(label) for label in shared]
         return model.probabilities[:, columns] >= model.thresholds[columns]
 
-    name = f"F{beta:g}"
+    beta, name = settings.beta, metrics.name(settings)
     new, old = predicted(candidate), predicted(champion)
-    new_score, old_score = samples_fbeta(new, truth, beta), samples_fbeta(old, truth, beta)
-    new_classes, old_classes = class_fbeta(new, truth, beta), class_fbeta(old, truth, beta)
+    new_score, old_score = metrics.score(new, truth, settings), metrics.score(old, truth, settings)
+    new_classes, old_classes = metrics.class_scores(new, truth, beta), metrics.class_scores(old, truth, beta)
     support = truth.sum(axis=0)
     regressions = [
         (label, float(old_f), float(new_f), int(n))
@@ -81,6 +75,7 @@ def judge(
         if n >= gate.min_support and old_f - new_f > gate.max_class_drop
     ]
     details = {
+        "metric": settings.metric,
         "beta": beta,
         "gate_samples": len(truth_sets),
         "candidate_fbeta": new_score,
@@ -181,7 +176,7 @@ def judge_against_champion(config: FoldwiseConfig, run_id: int, champion_id: int
         return Verdict(True, f"promoted without comparison: {why}")
     candidate = score(config, load_model(config, run_id), gate.samples)
     champion = score(config, load_model(config, champion_id), gate.samples)
-    verdict = judge(candidate, champion, gate.truth_sets, config.thresholds.beta, config.gate)
+    verdict = judge(candidate, champion, gate.truth_sets, config.thresholds, config.gate)
     verdict.details["excluded_trained_on"] = gate.excluded
     return verdict
 

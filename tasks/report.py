@@ -10,6 +10,7 @@ from db import queries, registry
 from db.models import Run
 from db.session import session_scope
 from foldwise.config import FoldwiseConfig
+from tasks import metrics
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def comparison_rows(
 
 def build_report(config: FoldwiseConfig, run_id: int) -> RunReport:
     beta = f"F{config.thresholds.beta:g}"
+    metric = metrics.name(config.thresholds)
     with session_scope(config.resolved_database_url()) as session:
         run = session.get_one(Run, run_id)
         lines = [f"## Run {run.id} of {config.name}: {run.status}", ""]
@@ -67,8 +69,8 @@ def build_report(config: FoldwiseConfig, run_id: int) -> RunReport:
             previous_oof = queries.run_metric(session=session, run_id=previous.id, split="oof")
             previous_holdout = queries.run_metric(session=session, run_id=previous.id, split="holdout")
             before = {
-                "oof": previous_oof.fbeta_samples if previous_oof else None,
-                "holdout": previous_holdout.fbeta_samples if previous_holdout else None,
+                "oof": previous_oof.score if previous_oof else None,
+                "holdout": previous_holdout.score if previous_holdout else None,
                 "classes": {
                     row["label"]: row["fbeta"]
                     for row in queries.class_results(session=session, run_id=previous.id)
@@ -78,10 +80,15 @@ def build_report(config: FoldwiseConfig, run_id: int) -> RunReport:
         if decision:
             lines += [f"**Champion gate:** {decision.reason}", ""]
         holdout = queries.run_metric(session=session, run_id=run_id, split="holdout")
-        scores = {f"OOF {beta} (per-class thresholds)": (oof.fbeta_samples, before.get("oof"))}
+        scores = {f"OOF {metric}, cross-fitted": (oof.score, before.get("oof"))}
         if holdout:
-            scores[f"holdout {beta}"] = (holdout.fbeta_samples, before.get("holdout"))
+            scores[f"holdout {metric}"] = (holdout.score, before.get("holdout"))
+        scores["OOF, thresholds scored where fitted (optimistic)"] = (oof.score_in_sample, None)
+        scores["baseline: every label predicted"] = (oof.baseline_all, None)
+        scores["baseline: most frequent labels predicted"] = (oof.baseline_prior, None)
         lines += comparison_rows(run, previous, scores)
+        if run.threshold_reason:
+            lines += ["", f"**Thresholds:** {run.threshold_reason}"]
         classes = queries.class_results(session=session, run_id=run_id)
 
     earlier = before.get("classes", {})

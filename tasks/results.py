@@ -5,18 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import fbeta_score
 
 from db import samples as sample_store
 from db import training as training_store
+from db.folds import HOLDOUT
 from db.session import session_scope
-from foldwise.config import FoldwiseConfig
+from foldwise.config import FoldwiseConfig, ThresholdConfig
+from tasks import metrics
 from tasks.evaluate import Evaluation, evaluate
-from tasks.folds import HOLDOUT
 from tasks.ingest import PullSummary
 from tasks.logs import get_logger
 from tasks.models import forget_unfinished_folds, write_model_record
 from tasks.runs import RunSummary
-from tasks.thresholds import choose_thresholds, samples_fbeta
+from tasks.thresholds import Thresholds, baselines, choose_thresholds
 from tasks.train import FoldOutput
 
 
@@ -55,6 +57,30 @@ def truth_for(config: FoldwiseConfig, ids: np.ndarray, vocab: list[str]) -> np.n
     return truth
 
 
+def split_scores(
+    split: str,
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    thresholds: Thresholds,
+    settings: ThresholdConfig,
+) -> dict[str, float | str | None]:
+    """The configured metric on a split: honest (cross-fitted out of fold; plain on the holdout, which
+    no threshold saw), in-sample out of fold, and what doing nothing scores on the same samples."""
+    baseline = baselines(truth, settings)
+    honest = (
+        thresholds.score
+        if split == "oof"
+        else metrics.score(probabilities >= thresholds.vector(), truth, settings)
+    )
+    return {
+        "metric": settings.metric,
+        "score": honest,
+        "score_in_sample": thresholds.in_sample if split == "oof" else None,
+        "baseline_all": baseline["predict every label"],
+        "baseline_prior": baseline["predict by label priors"],
+    }
+
+
 def record_results(
     config: FoldwiseConfig,
     run_id: int,
@@ -65,21 +91,28 @@ def record_results(
 ) -> RunSummary:
     """`reason`: why the run trained (the decision), kept with the run."""
     log = get_logger(__name__)
-    beta = config.thresholds.beta
+    settings = config.thresholds
     ensemble = gather(outputs)
     oof_truth = truth_for(config, ensemble.oof_ids, ensemble.vocab)
-    thresholds = choose_thresholds(ensemble.oof, oof_truth, ensemble.vocab, config.thresholds)
-    evaluations: dict[str, tuple[Evaluation, float]] = {}
+    thresholds = choose_thresholds(ensemble.oof, oof_truth, ensemble.oof_folds, ensemble.vocab, settings)
+    evaluations: dict[str, tuple[Evaluation, float, dict]] = {}
     for split, ids, probabilities in (
         ("oof", ensemble.oof_ids, ensemble.oof),
         ("holdout", ensemble.holdout_ids, ensemble.holdout),
     ):
         if len(ids):
             truth = oof_truth if split == "oof" else truth_for(config, ids, ensemble.vocab)
-            global_score = samples_fbeta(probabilities >= thresholds.global_threshold, truth, beta)
+            at_global = fbeta_score(
+                truth,
+                probabilities >= thresholds.global_threshold,
+                beta=settings.beta,
+                average="samples",
+                zero_division=0,
+            )
             evaluations[split] = (
-                evaluate(probabilities, truth, thresholds.vector(), ensemble.vocab, beta),
-                global_score,
+                evaluate(probabilities, truth, thresholds.vector(), ensemble.vocab, settings.beta),
+                float(at_global),
+                split_scores(split, probabilities, truth, thresholds, settings),
             )
     prediction_rows = [
         {"sample_id": int(i), "split": "oof", "fold": int(f), "probabilities": p.round(5).tolist()}
@@ -91,14 +124,15 @@ def record_results(
     with session_scope(config.resolved_database_url()) as session:  # all of it, or none of it
         training_store.add_predictions(session=session, run_id=run_id, rows=prediction_rows)
         training_store.add_thresholds(session=session, run_id=run_id, thresholds=thresholds.classes)
-        for split, (evaluation, global_score) in evaluations.items():
+        for split, (evaluation, at_global, scores) in evaluations.items():
             training_store.add_metrics(
                 session=session,
                 run_id=run_id,
                 split=split,
                 overall=evaluation.overall,
                 classes=evaluation.classes,
-                fbeta_samples_global=global_score,
+                fbeta_samples_global=at_global,
+                scores=scores,
             )
         training_store.finish_run(
             session=session,
@@ -110,34 +144,39 @@ def record_results(
             dataset_version=pull.dataset_version,
             dataset_size=pull.dataset_size,
             vocabulary=ensemble.vocab,
-            beta=beta,
+            beta=settings.beta,
             global_threshold=thresholds.global_threshold,
+            threshold_strategy=thresholds.strategy,
+            threshold_reason=thresholds.reason,
         )
     write_model_record(config, run_id)  # published only once its rows are committed
     forgotten = forget_unfinished_folds(config, before_run=run_id)
     if forgotten:
         log.info("deleted %d fold(s) that earlier unfinished runs had left for reuse", forgotten)
-    oof, global_oof = evaluations["oof"]
+    oof = evaluations["oof"][2]
     log.info(
-        "run %d: OOF F%g %.4f with per-class thresholds, %.4f with the global threshold %.3f",
+        "run %d: OOF %s %.4f cross-fitted (%.4f in-sample; predicting every label scores %.4f, by priors %.4f); %s",
         run_id,
-        beta,
-        oof.overall.fbeta_samples,
-        global_oof,
-        thresholds.global_threshold,
+        metrics.name(settings),
+        oof["score"],
+        oof["score_in_sample"],
+        oof["baseline_all"],
+        oof["baseline_prior"],
+        thresholds.reason,
     )
     for fallback in (c for c in thresholds.classes if c.fallback):
         log.warning(
-            "class %s has %d OOF positives (< %d): uses the global threshold",
+            "class %s has %d OOF positives (< %d): keeps the global threshold",
             fallback.label,
             fallback.positives,
-            config.thresholds.min_positives,
+            settings.min_positives,
         )
     holdout = evaluations.get("holdout")
     return RunSummary(
         run_id,
         training_store.SUCCEEDED,
         reason,
-        oof.overall.fbeta_samples,
-        holdout[0].overall.fbeta_samples if holdout else None,
+        oof["score"],
+        holdout[2]["score"] if holdout else None,
+        metric=metrics.name(settings),
     )

@@ -70,8 +70,9 @@ class RunSummary:
     run_id: int
     status: str
     reason: str
-    fbeta_oof: float | None = None
-    fbeta_holdout: float | None = None
+    score_oof: float | None = None  # the configured metric, cross-fitted out of fold
+    score_holdout: float | None = None
+    metric: str | None = None  # its name, e.g. "F2 (samples)"
     seconds: float | None = None
 
 

@@ -34,7 +34,7 @@ from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat
-from fastai.metrics import FBetaMulti, accuracy_multi
+from fastai.metrics import accuracy_multi
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
@@ -52,6 +52,7 @@ from foldwise.errors import FoldwiseError
 from tasks.batches import CachedBatches, multi_hot
 from tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
 from tasks.logs import get_logger
+from tasks.metrics import training_metric
 from tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
 from tasks.runs import phase
 
@@ -201,7 +202,7 @@ def use_mixed_precision(setting: str, device: torch.device) -> bool:
 
 def build_learner(dls: DataLoaders, n_out: int, config: FoldwiseConfig, device: torch.device) -> Learner:
     arch = resolve_arch(config.model.arch)
-    metrics = [accuracy_multi, FBetaMulti(beta=config.thresholds.beta, average="samples", thresh=0.5)]
+    metrics = [accuracy_multi, training_metric(config.thresholds)]
     try:
         learn = vision_learner(
             dls,

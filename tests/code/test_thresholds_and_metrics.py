@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -5,8 +7,11 @@ from fastai.metrics import accuracy_multi
 from sklearn.metrics import average_precision_score, f1_score, fbeta_score
 
 from foldwise.config import ThresholdConfig
+from tasks import metrics
 from tasks.evaluate import evaluate
-from tasks.thresholds import CURVE_POINTS, best_class_threshold, choose_thresholds, samples_fbeta
+from tasks.thresholds import CURVE_POINTS, baselines, best_cut, choose_thresholds, fit
+
+METRICS = ["fbeta_samples", "fbeta_macro", "fbeta_micro"]
 
 
 def random_predictions(seed, n=300, n_classes=6):
@@ -16,46 +21,117 @@ def random_predictions(seed, n=300, n_classes=6):
     return probabilities, truth
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("beta", [1.0, 2.0])
-def test_class_threshold_is_the_exact_optimum(seed, beta):
-    probabilities, truth = random_predictions(seed)
-    for c in range(truth.shape[1]):
-        threshold, score = best_class_threshold(probabilities[:, c], truth[:, c], beta)
-        reference = fbeta_score(truth[:, c], probabilities[:, c] >= threshold, beta=beta, zero_division=0)
-        assert score == pytest.approx(reference)
+def test_the_metric_is_scikit_learns(metric, beta):
+    rng = np.random.default_rng(0)
+    truth, predicted = rng.random((80, 5)) < 0.3, rng.random((80, 5)) < 0.4
+    predicted[:5] = False  # samples with nothing predicted, and with nothing true
+    truth[5:10] = False
+    settings = ThresholdConfig(metric=metric, beta=beta)
+    reference = fbeta_score(truth, predicted, beta=beta, average=metrics.AVERAGES[metric], zero_division=0)
+    assert metrics.score(predicted, truth, settings) == pytest.approx(reference)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_each_class_cut_is_the_exact_optimum_given_the_others(metric):
+    rng = np.random.default_rng(1)
+    settings = ThresholdConfig(metric=metric, beta=2.0)
+    for _ in range(40):
+        truth = rng.random((14, 3)) < 0.4
+        probabilities = rng.random((14, 3)).round(1)  # many ties
+        others = probabilities >= rng.random(3)
+        threshold, best = best_cut(probabilities, truth, others, 1, settings)
+        candidates = [*np.unique(probabilities[:, 1]), 1.01]
         brute = max(
-            fbeta_score(truth[:, c], probabilities[:, c] >= t, beta=beta, zero_division=0)
-            for t in np.unique(probabilities[:, c])
+            metrics.score(
+                np.column_stack([others[:, 0], probabilities[:, 1] >= cut, others[:, 2]]), truth, settings
+            )
+            for cut in candidates
         )
-        assert score == pytest.approx(brute)
+        decided = others.copy()
+        decided[:, 1] = probabilities[:, 1] >= threshold
+        assert best == pytest.approx(brute) and metrics.score(decided, truth, settings) == pytest.approx(best)
 
 
-def test_rare_classes_fall_back_to_the_global_threshold():
+@pytest.mark.parametrize("metric", METRICS)
+def test_coordinate_ascent_reaches_the_brute_force_optimum_on_small_problems(metric):
+    """Every combination of per-class cuts, tried: the ascent finds the best one (or very nearly)."""
+    rng = np.random.default_rng(2)
+    settings = ThresholdConfig(metric=metric, beta=2.0, min_positives=1)
+    gaps = []
+    for _ in range(25):
+        truth = rng.random((10, 3)) < 0.45
+        probabilities = np.clip(0.3 * truth + rng.random((10, 3)) * 0.7, 0, 1).round(2)
+        _, thresholds = fit(probabilities, truth, settings)
+        found = metrics.score(probabilities >= thresholds, truth, settings)
+        cuts = [[*np.unique(probabilities[:, column]), 1.01] for column in range(3)]
+        optimum = max(
+            metrics.score(probabilities >= np.array(combination), truth, settings)
+            for combination in itertools.product(*cuts)
+        )
+        gaps.append(optimum - found)
+    assert min(gaps) >= -1e-12 and np.mean(np.array(gaps) < 1e-9) >= 0.9 and max(gaps) < 0.05
+
+
+def test_the_cross_fitted_estimate_is_not_above_the_in_sample_one_in_expectation():
+    differences = []
+    for seed in range(20):
+        probabilities, truth = random_predictions(seed, n=150)
+        folds = np.arange(len(truth)) % 3
+        result = choose_thresholds(probabilities, truth, folds, list("abcdef"), ThresholdConfig())
+        differences.append(result.in_sample - result.score)
+        assert result.score == result.crossfit[result.strategy]
+    assert np.mean(differences) > 0  # in-sample is optimistic; the headline figure is not
+
+
+def test_per_class_thresholds_are_kept_only_when_they_win_cross_fitted():
+    rng = np.random.default_rng(4)
+    folds = np.arange(600) % 5
+    # Classes whose scores live on different scales: one global threshold cannot suit them all.
+    truth = rng.random((600, 4)) < 0.3
+    scale = np.array([1.0, 0.5, 0.25, 0.1])
+    probabilities = np.clip((0.6 * truth + 0.4 * rng.random((600, 4))) * scale, 0, 1)
+    differing = choose_thresholds(probabilities, truth, folds, list("abcd"), ThresholdConfig())
+    assert (
+        differing.strategy == "per-class" and differing.crossfit["per-class"] > differing.crossfit["global"]
+    )
+    assert differing.vector() == pytest.approx([c.per_class for c in differing.classes])
+    # Pure noise: per-class cuts only fit the noise, and one global threshold is kept.
+    noise = choose_thresholds(rng.random((600, 4)), truth, folds, list("abcd"), ThresholdConfig())
+    if noise.strategy == "global":
+        assert np.all(noise.vector() == noise.global_threshold)
+    assert noise.score == max(noise.crossfit.values()) and "cross-fitted" in noise.reason
+
+
+def test_rare_classes_keep_the_global_threshold_and_curves_are_kept():
     probabilities, truth = random_predictions(0)
     truth[:, -1] = 0
     truth[:3, -1] = 1
-    result = choose_thresholds(probabilities, truth, list("abcdef"), ThresholdConfig(beta=2, min_positives=5))
-    assert result.classes[-1].fallback and result.classes[-1].threshold == result.global_threshold
+    result = choose_thresholds(
+        probabilities, truth, np.arange(300) % 3, list("abcdef"), ThresholdConfig(beta=2, min_positives=5)
+    )
+    assert result.classes[-1].fallback and result.classes[-1].per_class == result.global_threshold
     assert not any(c.fallback for c in result.classes[:-1])
     assert len(result.classes[0].curve) == len(CURVE_POINTS)
-    # The curve is F-beta of the class at each grid threshold.
     at_half = fbeta_score(truth[:, 0], probabilities[:, 0] >= 0.5, beta=2, zero_division=0)
     assert result.classes[0].curve[50] == pytest.approx(at_half)
 
 
-def test_per_class_thresholds_beat_or_match_the_global_one_on_oof():
-    probabilities, truth = random_predictions(3)
-    result = choose_thresholds(probabilities, truth, list("abcdef"), ThresholdConfig())
-    per_class = evaluate(probabilities, truth, result.vector(), list("abcdef"), 2.0)
-    for c in result.classes:
-        single = fbeta_score(
-            truth[:, "abcdef".index(c.label)],
-            probabilities[:, "abcdef".index(c.label)] >= result.global_threshold,
-            beta=2,
-        )
-        assert c.fbeta >= single - 1e-12
-    assert per_class.overall.fbeta_samples > 0
+def test_baselines_are_what_doing_nothing_scores():
+    truth = np.zeros((10, 5), dtype=int)
+    truth[:, 0] = 1  # one label everywhere, two others once each
+    truth[8, 1] = truth[9, 4] = 1
+    found = baselines(truth, ThresholdConfig())
+    assert found["predict every label"] == pytest.approx(
+        fbeta_score(truth, np.ones_like(truth), beta=2, average="samples", zero_division=0)
+    )
+    only_the_first = np.zeros_like(truth)
+    only_the_first[:, 0] = 1  # the best constant guess here: the label every sample has
+    assert found["predict by label priors"] == pytest.approx(
+        fbeta_score(truth, only_the_first, beta=2, average="samples", zero_division=0)
+    )
+    assert found["predict by label priors"] > found["predict every label"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -67,7 +143,6 @@ def test_metrics_match_scikit_learn_and_fastai(seed):
     assert result.overall.fbeta_samples == pytest.approx(
         fbeta_score(truth, predicted, beta=2, average="samples", zero_division=0)
     )
-    assert result.overall.fbeta_samples == pytest.approx(samples_fbeta(predicted.astype(bool), truth, 2.0))
     assert result.overall.f1_macro == pytest.approx(
         f1_score(truth, predicted, average="macro", zero_division=0)
     )
@@ -78,8 +153,8 @@ def test_metrics_match_scikit_learn_and_fastai(seed):
     same = evaluate(probabilities, truth, np.full(truth.shape[1], 0.5), list("abcdef"), beta=2.0)
     fastai_value = accuracy_multi(torch.tensor(probabilities), torch.tensor(truth), thresh=0.5, sigmoid=False)
     assert same.overall.accuracy_multi == pytest.approx(float(fastai_value))
-    for c, metrics in enumerate(result.classes):
-        assert metrics.support == truth[:, c].sum()
-        assert metrics.fbeta == pytest.approx(
+    for c, class_metrics in enumerate(result.classes):
+        assert class_metrics.support == truth[:, c].sum()
+        assert class_metrics.fbeta == pytest.approx(
             fbeta_score(truth[:, c], predicted[:, c], beta=2, zero_division=0)
         )

@@ -18,13 +18,13 @@ from db.session import session_scope
 from flows.predict import predict_flow
 from flows.retrain import retrain
 from foldwise.cli import app
-from foldwise.config import load_config
+from foldwise.config import ThresholdConfig, load_config
 from tasks import train as train_module
 from tasks.cache import ImageCache
 from tasks.demo import deliver_drop
+from tasks.metrics import score
 from tasks.models import load_model
 from tasks.predict import ensemble_probabilities, model_item_size
-from tasks.thresholds import samples_fbeta
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_gate_decisions_manual_promote_and_rollback(tmp_path):
     shared = decision.details["shared_labels"]
     columns = [model.vocab.index(label) for label in shared]
     truth_matrix = np.array([[label in truth[i] for label in shared] for i in ids])
-    expected = samples_fbeta(recomputed[:, columns] >= model.thresholds[columns], truth_matrix, 2.0)
+    expected = score(recomputed[:, columns] >= model.thresholds[columns], truth_matrix, ThresholdConfig())
     assert decision.details["candidate_fbeta"] == pytest.approx(expected)
 
     runner = CliRunner()

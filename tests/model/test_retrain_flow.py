@@ -52,7 +52,7 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
 
     monkeypatch.setattr(train_module, "build_learner", spying_build_learner)
     first = retrain(config)
-    assert first.status == "succeeded" and 0 <= first.fbeta_oof <= 1
+    assert first.status == "succeeded" and 0 <= first.score_oof <= 1 and first.metric == "F2 (samples)"
     # Progressive resizing: the model saw 16 px batches, then 32 px batches.
     assert (16, 16) in seen_shapes and (32, 32) in seen_shapes
     assert seen_shapes.index((32, 32)) > seen_shapes.index((16, 16))
@@ -81,7 +81,9 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
         overall = session.scalar(
             select(RunMetric).where(RunMetric.run_id == run.id, RunMetric.split == "oof")
         )
-        assert overall.fbeta_samples == pytest.approx(first.fbeta_oof)
+        assert overall.score == pytest.approx(first.score_oof) and overall.metric == "fbeta_samples"
+        assert overall.score_in_sample >= 0 and 0 < overall.baseline_all <= 1 and 0 < overall.baseline_prior <= 1
+        assert run.threshold_strategy in ("per-class", "global") and "cross-fitted" in run.threshold_reason
         assert session.scalar(select(func.count()).where(ClassMetric.run_id == run.id)) == len(run.vocabulary)
     assert (tmp_path / "runs" / str(first.run_id) / "fold1.safetensors").is_file()
 
@@ -96,7 +98,7 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
         assert session.get_one(Run, third.run_id).dataset_size == 60
         vocabulary = session.get_one(Run, third.run_id).vocabulary
         oof_scores = {
-            m.run_id: m.fbeta_samples
+            m.run_id: m.score
             for m in session.scalars(select(RunMetric).where(RunMetric.split == "oof"))
         }
 
@@ -104,7 +106,7 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
     assert second.reason in build_report(config, second.run_id).markdown
     report = build_report(config, third.run_id)
     change = oof_scores[third.run_id] - oof_scores[first.run_id]
-    assert f"| OOF F2 (per-class thresholds) | {oof_scores[third.run_id]:.4f} | " in report.markdown
+    assert f"| OOF F2 (samples), cross-fitted | {oof_scores[third.run_id]:.4f} | " in report.markdown
     assert f"| {oof_scores[first.run_id]:.4f} | {change:+.4f} |" in report.markdown
     assert "| data set size | 60 | 48 | +12 |" in report.markdown
     assert "12 added" in report.markdown and [row["label"] for row in report.class_table] == vocabulary
@@ -126,7 +128,7 @@ def test_holdout_is_never_trained_on_and_predicted_by_every_fold(tmp_path, datab
 
     monkeypatch.setattr(train_module, "stage_loaders", spying_stage_loaders)
     summary = retrain(config)
-    assert summary.fbeta_holdout is not None
+    assert summary.score_holdout is not None
     with session_scope(database_url) as session:
         from db.models import Sample
 

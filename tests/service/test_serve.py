@@ -233,7 +233,7 @@ def test_a_run_triggered_with_edited_parameters_completes_and_records_them(serve
     assert set(by_type) == {"markdown", "table"}
     summary = by_type["markdown"].data
     assert f"Run {run.id} of {name.split('/')[1]}: succeeded" in summary
-    assert "OOF F1 (per-class thresholds)" in summary and "F2" not in summary  # the edited beta
+    assert "OOF F1 (samples), cross-fitted" in summary and "F2" not in summary  # the edited beta
     table = json.loads(by_type["table"].data)
     with session_scope(url) as session:
         thresholds = {t.label: t.threshold for t in session.scalars(select(ClassThreshold))}
