@@ -67,7 +67,9 @@ class SourceConfig(Section):
         10.0, ge=0, description="First retry delay; doubles with each retry (with jitter)."
     )
     max_extract_gib: float = Field(
-        200.0, gt=0, description="A download may not unpack to more than this many GiB, nested archives included."
+        200.0,
+        gt=0,
+        description="A download may not unpack to more than this many GiB, nested archives included.",
     )
     max_compression_ratio: float = Field(
         200.0,
@@ -201,7 +203,9 @@ class TrainConfig(Section):
     )
     batch_size: int = Field(64, ge=1)
     device: str = Field(
-        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when there is one), cpu, cuda or cuda:N."
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto (CUDA when there is one), cpu, cuda or cuda:N.",
     )
     mixed_precision: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -211,12 +215,24 @@ class TrainConfig(Section):
     channels_last: bool = Field(True, description="channels_last memory format (faster convolutions).")
     compile: bool = Field(False, description="torch.compile the model (slow to start, faster on long runs).")
     deterministic: bool = Field(
-        False, description="Deterministic cuDNN kernels (else cudnn.benchmark picks the fastest); CPU runs are."
+        False,
+        description="Deterministic cuDNN kernels (else cudnn.benchmark picks the fastest); CPU runs are.",
     )
     num_workers: int | Literal["auto"] = Field(
-        "auto", description="Threads gathering the next batches while the model computes; auto: 2 on CUDA, 0 on CPU."
+        "auto",
+        description="Threads gathering the next batches while the model computes; auto: 2 on CUDA, 0 on CPU.",
     )
-    mixup: bool = False
+    mixup: bool = Field(False, description="MixUp between images of a batch.")
+    loss: Literal["bce", "focal", "asymmetric"] = Field(
+        "bce", description="bce (binary cross-entropy), or focal / asymmetric: weigh rare positives up."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Targets pulled this much towards 0.5.")
+    weight_decay: float | None = Field(
+        None, ge=0, description="Decoupled weight decay; unset: fastai's (0.01)."
+    )
+    rare_label_sampling: bool = Field(
+        False, description="Draw training images with labels rarer than others more often (with replacement)."
+    )
     early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without a better valid_loss.")
     fold_timeout_minutes: float | None = Field(
         None, gt=0, description="A fold that trains longer fails the run (the lock is freed); unset: none."

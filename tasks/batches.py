@@ -46,6 +46,14 @@ def multi_hot(label_sets: list[list[str]], vocab: list[str]) -> np.ndarray:
     return targets
 
 
+def rarity_weights(targets: np.ndarray) -> np.ndarray:
+    """A sample's chance to be drawn: the square root of its rarest label's inverse frequency (samples
+    without labels count as the most common)."""
+    frequency = targets.mean(axis=0).clip(min=1e-6)
+    inverse = np.where(targets > 0, 1 / frequency, 0).max(axis=1)
+    return np.sqrt(np.where(inverse > 0, inverse, 1 / frequency.max()))
+
+
 def auto_workers(setting: int | str, device: torch.device) -> int:
     """'auto': two gathering threads on CUDA (the GPU waits otherwise), none on a CPU (the gather costs
     a millisecond a batch; a thread would only take a core from the model)."""
@@ -68,6 +76,7 @@ class CachedBatches:
         shuffle: bool,
         augment: bool | None = None,
         seed: int = 0,
+        weights: np.ndarray | None = None,
     ):
         """`shuffle`: a training loader (shuffled, augmented, incomplete last batch dropped); else the
         samples in order, all of them, augmented only if `augment` (test-time augmentation)."""
@@ -90,6 +99,7 @@ class CachedBatches:
         self.mean, self.std = torch.tensor(mean), torch.tensor(std)
         self.workers = auto_workers(config.train.num_workers, device)
         self.random = np.random.default_rng(seed)
+        self.weights = None if weights is None else weights / weights.sum()
 
     def __len__(self) -> int:
         count = len(self.rows) / self.batch_size
@@ -123,7 +133,12 @@ class CachedBatches:
         return images, targets.to(self.device, non_blocking=non_blocking)
 
     def batches(self) -> list[np.ndarray]:
-        order = self.random.permutation(len(self.rows)) if self.shuffle else np.arange(len(self.rows))
+        if not self.shuffle:
+            order = np.arange(len(self.rows))
+        elif self.weights is None:
+            order = self.random.permutation(len(self.rows))
+        else:  # rare-label sampling: an epoch of the same length, drawn by weight
+            order = self.random.choice(len(self.rows), size=len(self.rows), p=self.weights)
         return [
             order[start : start + self.batch_size]
             for start in range(0, len(self) * self.batch_size, self.batch_size)

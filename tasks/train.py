@@ -33,7 +33,6 @@ from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.losses import BCEWithLogitsLossFlat
 from fastai.metrics import accuracy_multi
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
@@ -49,9 +48,10 @@ from db.folds import HOLDOUT
 from db.session import session_scope, write_with_retries
 from foldwise.config import ConfigError, FoldwiseConfig, StageConfig
 from foldwise.errors import FoldwiseError
-from tasks.batches import CachedBatches, multi_hot
+from tasks.batches import CachedBatches, multi_hot, rarity_weights
 from tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
 from tasks.logs import get_logger
+from tasks.losses import MultiLabelLoss
 from tasks.metrics import training_metric
 from tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
 from tasks.runs import phase
@@ -115,7 +115,9 @@ def choose_device(setting: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device = {setting!r} but no CUDA device is available")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"train.device = {setting!r} but there are {torch.cuda.device_count()} CUDA devices")
+        raise ConfigError(
+            f"train.device = {setting!r} but there are {torch.cuda.device_count()} CUDA devices"
+        )
     return device
 
 
@@ -151,6 +153,7 @@ def stage_loaders(
         shuffle=True,
         augment=True,
         seed=seed,
+        weights=rarity_weights(images.targets[~valid]) if config.train.rare_label_sampling else None,
     )
     check = CachedBatches(pixels, rows[valid], images.targets[valid], size, config, device, shuffle=False)
     return DataLoaders(train, check, device=device)
@@ -210,8 +213,9 @@ def build_learner(dls: DataLoaders, n_out: int, config: FoldwiseConfig, device: 
             n_out=n_out,
             pretrained=config.model.pretrained,
             normalize=False,  # the batches are normalised already (tasks/batches.py)
-            loss_func=BCEWithLogitsLossFlat(),
+            loss_func=MultiLabelLoss(config.train.loss, config.train.label_smoothing),
             metrics=metrics,
+            wd=config.train.weight_decay,
         )
     except (OSError, RuntimeError) as error:  # URLError is an OSError; hub failures are RuntimeErrors
         if not config.model.pretrained:
