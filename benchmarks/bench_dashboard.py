@@ -149,12 +149,18 @@ def fill(url: str, n_runs: int) -> None:
                         "average_precision": 0.8,
                     }
                 )
+            score = float(rng.random())
             metrics.append(
                 {
                     "run_id": run_id,
                     "split": "oof",
+                    "metric": "fbeta_samples",
+                    "score": score,
+                    "score_in_sample": score,
+                    "baseline_all": 0.3,
+                    "baseline_prior": 0.4,
                     "n_samples": 1000,
-                    "fbeta_samples": float(rng.random()),
+                    "fbeta_samples": score,
                     "fbeta_samples_global": 0.8,
                     "f1_macro": 0.7,
                     "mean_average_precision": 0.8,
@@ -212,7 +218,7 @@ def main() -> None:
             f"filled {args.runs} runs x {N_CLASSES} classes x {N_FOLDS} folds x {N_EPOCHS} epochs in {time.perf_counter() - started:.0f}s"
         )
         print(f"{'page':<12} {'cache':<5} {'1 run (s)':>10} {f'{args.runs} runs (s)':>14} {'ratio':>7}")
-        for page in ("Overview", "Runs", "Run detail"):
+        for page in ("Overview", "Runs", "Run detail", "Compare"):
             for cold in (True, False):
                 baseline, measured = median_render(small, page, cold), median_render(big, page, cold)
                 print(

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import make_url
 
-from db import queries, registry
+from dashboard import present
+from db import queries, registry, training
 from db.models import Run
-from db.session import current_revision, read_scope
+from db.session import current_revision, head_revision, read_scope
 from foldwise import secrets
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
 DEMO_DATABASE = Path(__file__).resolve().parents[1] / "var" / "demo" / "foldwise.db"
-TTL_SECONDS = 30  # a run finishing shows up within this
+TTL_SECONDS = 30  # a run finishing shows up within this (or at once: the sidebar's Refresh)
+LIVE_TTL_SECONDS = 5  # what a running run did: its progress, whether it still runs
 
 
 def database_url() -> str:
@@ -29,22 +33,40 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-@st.cache_data(ttl=TTL_SECONDS)
-def has_schema(url: str) -> bool:
+def may_exist(url: str) -> bool:
+    """False for a SQLite file that is not there: looking would create it."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-        return False  # do not create an empty file by looking
-    return current_revision(url) is not None
+    return parsed.get_backend_name() != "sqlite" or Path(parsed.database or "").is_file()
 
 
 @st.cache_data(ttl=TTL_SECONDS)
-def runs(url: str) -> pd.DataFrame:
+def schema_revision(url: str) -> str | None:
+    """The database's schema revision; None: no schema (or no database) yet."""
+    return current_revision(url) if may_exist(url) else None
+
+
+@st.cache_resource
+def expected_revision() -> str:
+    """The schema revision this code reads."""
+    return head_revision()
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def decisions(url: str) -> list[dict[str, Any]]:
+    """Every champion decision, oldest first."""
     with read_scope(url) as session:
-        frame = pd.DataFrame(queries.runs_overview(session=session))
-    if frame.empty:
-        return frame
-    frame["duration_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
-    return frame
+        return [
+            {
+                "decided_at": d.decided_at,
+                "kind": d.kind,
+                "candidate_run_id": d.candidate_run_id,
+                "champion_before": d.champion_before,
+                "champion_after": d.champion_after,
+                "promoted": d.promoted,
+                "reason": d.reason,
+            }
+            for d in registry.decisions(session=session)
+        ]
 
 
 @st.cache_data(ttl=TTL_SECONDS)
@@ -54,7 +76,49 @@ def champion(url: str) -> int | None:
 
 
 @st.cache_data(ttl=TTL_SECONDS)
+def runs(url: str) -> pd.DataFrame:
+    """Every run, with its outcome (the gate's decision for a successful one) and the champion flagged."""
+    with read_scope(url) as session:
+        frame = pd.DataFrame(queries.runs_overview(session=session))
+    if frame.empty:
+        return frame
+    frame["duration_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    latest = present.latest_decisions(decisions(url))
+    frame["outcome"] = [
+        present.run_outcome(s, latest.get(i)) for i, s in zip(frame["id"], frame["status"], strict=True)
+    ]
+    frame["decision"] = pd.Series(
+        [latest[i]["reason"] if i in latest else None for i in frame["id"]], dtype=object
+    )
+    frame["reason"] = frame["reason"].astype(object).where(frame["reason"].notna(), None)  # None, never NaN
+    frame["champion"] = frame["id"] == champion(url)
+    frame["metric_name"] = [
+        present.metric_name(m, b) for m, b in zip(frame["metric"], frame["beta"], strict=True)
+    ]
+    return frame
+
+
+def metric_name(runs: pd.DataFrame) -> str:
+    """The newest scored run's metric: what score columns and axes are called."""
+    scored = runs.dropna(subset=["score_oof"])
+    return scored["metric_name"].iloc[-1] if not scored.empty else "score"
+
+
+@st.cache_data(ttl=LIVE_TTL_SECONDS)
+def running_runs(url: str) -> tuple[int, ...]:
+    with read_scope(url) as session:
+        return tuple(run.id for run in training.running_runs(session=session))
+
+
+def recorded_as_running(url: str) -> tuple[int, ...]:
+    """The runs that the cached runs table holds as running."""
+    frame = runs(url)
+    return tuple(int(i) for i in frame.loc[frame["status"] == "running", "id"]) if not frame.empty else ()
+
+
+@st.cache_data(ttl=TTL_SECONDS)
 def run_record(url: str, run_id: int) -> dict[str, Any]:
+    """A run's row: what it was, how it ended, and where it came from (provenance)."""
     with read_scope(url) as session:
         run = session.get_one(Run, run_id)
         previous = queries.previous_succeeded_run(session=session, run_id=run_id)
@@ -65,24 +129,59 @@ def run_record(url: str, run_id: int) -> dict[str, Any]:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
             "dataset_size": run.dataset_size,
+            "dataset_version": run.dataset_version,
             "fold_set_id": run.fold_set_id,
+            "pull_id": run.pull_id,
             "vocabulary": run.vocabulary or [],
             "beta": run.beta or run.config.get("thresholds", {}).get("beta", 2.0),
             "config": run.config,
+            "seed": run.seed,
+            "git_commit": run.git_commit,
+            "package_versions": run.package_versions,
+            "host": run.host,
+            "pid": run.pid,
+            "flow_run_id": run.flow_run_id,
+            "warm_start_from": run.warm_start_from,
+            "notes": run.notes,
+            "phase_seconds": run.phase_seconds,
+            "threshold_strategy": run.threshold_strategy,
+            "threshold_reason": run.threshold_reason,
             "previous_id": previous.id if previous else None,
         }
 
 
+@st.cache_data(ttl=LIVE_TTL_SECONDS)
+def live_progress(url: str, run_id: int) -> tuple[present.Progress, int, datetime | None]:
+    """A running run's progress, its number of epoch rows so far and its last heartbeat."""
+    with read_scope(url) as session:
+        run = session.get_one(Run, run_id)
+        epochs = queries.epochs(session=session, run_id=run_id)
+        finished = [
+            {"fold": f.fold, "reused_from_run_id": f.reused_from_run_id}
+            for f in training.fold_results(session=session, run_id=run_id)
+        ]
+        found = present.progress(run.config, run.warm_start_from is not None, epochs, finished)
+        return found, len(epochs), run.heartbeat_at
+
+
 @st.cache_data(ttl=TTL_SECONDS)
-def epochs(url: str, run_id: int) -> pd.DataFrame:
+def epochs(url: str, run_id: int, known_rows: int | None = None) -> pd.DataFrame:
+    """A run's learning curves. `known_rows`: how many epoch rows the caller knows a running run has;
+    a new count reads them again (the curves of a running run grow faster than the cache expires)."""
     with read_scope(url) as session:
         return pd.DataFrame(queries.epochs(session=session, run_id=run_id))
 
 
 @st.cache_data(ttl=TTL_SECONDS)
-def class_results(url: str, run_id: int) -> pd.DataFrame:
+def class_results(url: str, run_id: int, split: str = "oof") -> pd.DataFrame:
     with read_scope(url) as session:
-        return pd.DataFrame(queries.class_results(session=session, run_id=run_id))
+        return pd.DataFrame(queries.class_results(session=session, run_id=run_id, split=split))
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def run_metrics(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame:
+    with read_scope(url) as session:
+        return pd.DataFrame(queries.run_metrics(session=session, run_ids=list(run_ids)))
 
 
 @st.cache_data(ttl=TTL_SECONDS)
@@ -145,3 +244,17 @@ def samples_with_label(url: str, label: str | None, limit: int) -> list[dict[str
 def run_predictions(url: str, run_id: int) -> list[dict[str, Any]]:
     with read_scope(url) as session:
         return queries.run_predictions(session=session, run_id=run_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def oof_scores(url: str, run_id: int, vocabulary: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A run's out-of-fold probabilities and the samples' labels as a boolean matrix (rows: samples,
+    columns: the run's vocabulary)."""
+    predictions = run_predictions(url, run_id)
+    probabilities = np.array([p["probabilities"] for p in predictions], dtype=float).reshape(
+        -1, len(vocabulary)
+    )
+    truth = np.array(
+        [[label in p["labels"] for label in vocabulary] for p in predictions], dtype=bool
+    ).reshape(-1, len(vocabulary))
+    return probabilities, truth

@@ -55,6 +55,7 @@ def class_results(*, session: Session, run_id: int, split: str = "oof") -> list[
             "label": metric.label,
             "threshold": threshold.threshold,
             "fallback": threshold.fallback,
+            "per_class_threshold": threshold.per_class_threshold,
             "fbeta": metric.fbeta,
             "precision": metric.precision,
             "recall": metric.recall,
@@ -66,7 +67,8 @@ def class_results(*, session: Session, run_id: int, split: str = "oof") -> list[
 
 
 def runs_overview(*, session: Session) -> list[dict[str, Any]]:
-    """Every run with its out-of-fold and holdout F-beta: the rows of the runs table and charts."""
+    """Every run with its out-of-fold and holdout F-beta over samples, and its configured metric's
+    scores (cross-fitted out of fold): the rows of the runs table and charts."""
     oof, holdout = aliased(RunMetric), aliased(RunMetric)
     rows = session.execute(
         select(
@@ -79,6 +81,9 @@ def runs_overview(*, session: Session) -> list[dict[str, Any]]:
             Run.beta,
             oof.fbeta_samples.label("fbeta_oof"),
             holdout.fbeta_samples.label("fbeta_holdout"),
+            oof.metric,
+            oof.score.label("score_oof"),
+            holdout.score.label("score_holdout"),
         )
         .outerjoin(oof, (oof.run_id == Run.id) & (oof.split == "oof"))
         .outerjoin(holdout, (holdout.run_id == Run.id) & (holdout.split == "holdout"))
@@ -134,6 +139,7 @@ def data_pulls(*, session: Session) -> list[dict[str, Any]]:
             "quarantined": p.n_quarantined,
             "retired": p.n_retired,
             "restored": p.n_restored,
+            "new_labels": p.new_labels,
             "dataset_size": p.dataset_size,
         }
         for p in pulls
@@ -235,4 +241,29 @@ def run_predictions(*, session: Session, run_id: int, split: str = "oof") -> lis
             "probabilities": probabilities,
         }
         for probabilities, fold, sample in rows
+    ]
+
+
+def run_metrics(*, session: Session, run_ids: list[int]) -> list[dict[str, Any]]:
+    """Overall metrics of these runs on every split they were scored on."""
+    rows = session.scalars(
+        select(RunMetric).where(RunMetric.run_id.in_(run_ids)).order_by(RunMetric.run_id, RunMetric.split)
+    )
+    return [
+        {
+            "run_id": m.run_id,
+            "split": m.split,
+            "metric": m.metric,
+            "score": m.score,
+            "score_in_sample": m.score_in_sample,
+            "baseline_all": m.baseline_all,
+            "baseline_prior": m.baseline_prior,
+            "n_samples": m.n_samples,
+            "fbeta_samples": m.fbeta_samples,
+            "fbeta_samples_global": m.fbeta_samples_global,
+            "f1_macro": m.f1_macro,
+            "mean_average_precision": m.mean_average_precision,
+            "accuracy_multi": m.accuracy_multi,
+        }
+        for m in rows
     ]

@@ -76,7 +76,9 @@ def prefect_secret(name: str) -> str:
     try:
         return str(Secret.load(name).get())
     except (ValueError, KeyError) as error:
-        raise SecretUnavailable(f"no Prefect Secret block {name!r} (named by ${{secret:{name}}}): {error}") from None
+        raise SecretUnavailable(
+            f"no Prefect Secret block {name!r} (named by ${{secret:{name}}}): {error}"
+        ) from None
 
 
 def mask(text: str) -> str:

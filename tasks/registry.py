@@ -52,7 +52,11 @@ class Verdict:
 
 
 def judge(
-    candidate: Scored, champion: Scored, truth_sets: list[set[str]], settings: ThresholdConfig, gate: GateConfig
+    candidate: Scored,
+    champion: Scored,
+    truth_sets: list[set[str]],
+    settings: ThresholdConfig,
+    gate: GateConfig,
 ) -> Verdict:
     """Compare two scored models on the gate set, on their shared labels. Pure: no I/O."""
     shared = sorted(set(candidate.vocab) & set(champion.vocab))

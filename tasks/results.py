@@ -41,9 +41,10 @@ def gather(outputs: list[FoldOutput]) -> EnsemblePredictions:
         oof_folds=np.concatenate(
             [np.full(len(f["oof_ids"]), o.fold) for f, o in zip(files, outputs, strict=True)]
         ),
-        oof=np.concatenate([f["oof"] for f in files]),
+        # Rounded as they are stored: thresholds, metrics and the stored rows agree sample for sample.
+        oof=np.concatenate([f["oof"] for f in files]).astype(np.float64).round(5),
         holdout_ids=files[0]["holdout_ids"],
-        holdout=np.mean([f["holdout"] for f in files], axis=0),
+        holdout=np.mean([f["holdout"] for f in files], axis=0).astype(np.float64).round(5),
     )
 
 

@@ -1,39 +1,97 @@
-"""What data arrived: pulls, label frequencies and co-occurrence, rejections, images."""
+"""What data arrived: pulls, label frequencies and co-occurrence, rejections, images. Works from the
+first `foldwise ingest`, before any run."""
 
 from __future__ import annotations
 
-import plotly.express as px
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import data
+from dashboard import charts, data, present
 from dashboard.views.common import gallery
 
 GALLERY_SIZE = 24
+CHANGES = ["added", "updated", "rejected", "quarantined", "retired", "restored"]
+
+
+def pulls_figure(pulls: pd.DataFrame) -> go.Figure:
+    names = [f"pull {p}" for p in pulls["pull"]]
+    figure = go.Figure()
+    for index, change in enumerate(CHANGES):
+        figure.add_bar(
+            x=names,
+            y=pulls[change],
+            name=change,
+            marker_color=charts.PALETTE[index],
+            hovertemplate=f"%{{x}}: %{{y}} {change}<extra></extra>",
+        )
+    figure.update_layout(barmode="group")
+    return charts.styled(figure, "What each pull changed", "", "rows or samples", height=320)
+
+
+def pulls_table(pulls: pd.DataFrame) -> pd.DataFrame:
+    table = pulls.iloc[::-1].copy()
+    table["started_at"] = [present.moment(t) for t in table["started_at"]]
+    table["new_labels"] = [", ".join(labels) for labels in table["new_labels"]]
+    return table[["pull", "started_at", "dataset_size", *CHANGES, "unchanged", "new_labels", "source"]]
+
+
+def label_figures(frequencies: pd.Series, matrix: pd.DataFrame) -> tuple[go.Figure, go.Figure]:
+    counts = go.Figure(
+        go.Bar(x=frequencies.index, y=frequencies.values, hovertemplate="%{x}: %{y} samples<extra></extra>")
+    )
+    heatmap = go.Figure(
+        go.Heatmap(
+            z=matrix.values,
+            x=matrix.columns,
+            y=matrix.index,
+            colorscale="Blues",
+            text=matrix.values,
+            texttemplate="%{text}",
+            hovertemplate="%{y} and %{x}: %{z} samples<extra></extra>",
+            showscale=False,
+        )
+    )
+    heatmap.update_yaxes(autorange="reversed")
+    return (
+        charts.styled(counts, "Samples per label", "label", "samples", height=380),
+        charts.styled(heatmap, "Label co-occurrence (samples with both)", "", "", height=380),
+    )
 
 
 def render(url: str) -> None:
     st.title("Data")
     pulls = data.data_pulls(url)
-    if not pulls.empty:
-        changes = ["added", "updated", "rejected", "quarantined", "retired", "restored"]
-        long = pulls.melt(id_vars=["pull", "started_at"], value_vars=changes)
-        figure = px.bar(long, x="pull", y="value", color="variable", barmode="group", height=320)
-        figure.update_layout(title="Data pulls: what each one changed", yaxis_title="rows or samples")
-        st.plotly_chart(figure, key="pulls")
-
+    if pulls.empty:
+        st.info("Nothing pulled yet: `foldwise ingest --config F` (or a run) pulls the source.")
+        return
+    last = pulls.iloc[-1]
     frequencies = data.label_frequencies(url)
-    left, right = st.columns(2)
-    with left:
-        figure = px.bar(
-            x=frequencies.index, y=frequencies.values, labels={"x": "label", "y": "samples"}, height=380
-        )
-        figure.update_layout(title="Samples per label")
-        st.plotly_chart(figure, key="label_frequencies")
-    with right:
-        matrix = data.label_cooccurrence(url)
-        figure = px.imshow(matrix, text_auto=True, color_continuous_scale="Blues", height=380)
-        figure.update_layout(title="Label co-occurrence (samples with both)")
-        st.plotly_chart(figure, key="cooccurrence")
+    cols = st.columns(4)
+    cols[0].metric("Samples in the data set", int(last["dataset_size"]))
+    cols[1].metric("Labels in use", len(frequencies))
+    cols[2].metric("Pulls", len(pulls))
+    cols[3].metric("Last pull", f"{last['started_at']:%b %d %H:%M}", help=present.moment(last["started_at"]))
+
+    st.plotly_chart(pulls_figure(pulls), key="pulls", config=charts.CONFIG)
+    st.dataframe(
+        pulls_table(pulls),
+        hide_index=True,
+        column_config={
+            "started_at": "pulled (UTC)",
+            "dataset_size": "data set size",
+            "new_labels": "labels first seen",
+        },
+        key="pulls_table",
+    )
+
+    if frequencies.empty:
+        st.caption("No active sample: no label to count.")
+    else:
+        counts, heatmap = label_figures(frequencies, data.label_cooccurrence(url))
+        left, right = st.columns(2)
+        left.plotly_chart(counts, key="label_frequencies", config=charts.CONFIG)
+        right.plotly_chart(heatmap, key="cooccurrence", config=charts.CONFIG)
 
     st.subheader("Rejected rows")
     st.caption("Each is recorded once, by the first pull that met it.")
@@ -41,7 +99,7 @@ def render(url: str) -> None:
     if rejected.empty:
         st.caption("No row was rejected.")
     else:
-        st.dataframe(rejected, hide_index=True, key="rejected")
+        st.dataframe(rejected, hide_index=True, key="rejected", placeholder=present.MISSING)
 
     st.subheader("Quarantined and retired samples")
     inactive = data.inactive_samples(url)
@@ -52,11 +110,14 @@ def render(url: str) -> None:
             "Out of the data set: a quarantined sample comes back when its image or row is fixed, "
             "a retired one when a label file names it again."
         )
-        st.dataframe(inactive, hide_index=True, key="inactive")
+        st.dataframe(inactive, hide_index=True, key="inactive", placeholder=present.MISSING)
 
     st.subheader("Images")
     label = st.selectbox("With label", ["(any)", *frequencies.index], key="gallery_label")
     samples = data.samples_with_label(url, None if label == "(any)" else label, GALLERY_SIZE)
     gallery(
-        [{"image_path": s["image_path"], "caption": f"{s['key']}: {' '.join(s['labels'])}"} for s in samples]
+        [
+            {"image_path": s["image_path"], "title": s["key"], "lines": [" ".join(s["labels"])]}
+            for s in samples
+        ]
     )

@@ -1,50 +1,167 @@
-"""Did last night's run go well, and is the model getting better?"""
+"""Did last night's run go well, which model is in use and why, and is the model getting better?"""
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import data
+from dashboard import charts, data, present
+from dashboard.views.common import badges, live_run
+
+RECENT_DECISIONS = 10
+
+
+def champion_card(runs: pd.DataFrame, decisions: list[dict], champion_id: int | None) -> None:
+    """The champion, since when and why; before any decision, the best model so far."""
+    scored = runs[runs["status"] == "succeeded"].dropna(subset=["score_oof"])
+    if champion_id is None:
+        if scored.empty:
+            st.metric("Champion", "none yet")
+            st.caption("No run has produced a model yet.")
+            return
+        best = scored.loc[scored["score_oof"].idxmax()]
+        st.metric(f"Best model: run {best['id']}", present.score(best["score_oof"]))
+        st.caption(
+            f"OOF {best['metric_name']}; no gate has chosen a champion yet: the best out-of-fold score."
+        )
+        return
+    row = runs[runs["id"] == champion_id].iloc[0]
+    st.metric(f"Champion: run {champion_id}", present.score(row["score_oof"]))
+    st.caption(f"OOF {row['metric_name']}, cross-fitted")
+    decision = present.champion_decision(decisions, champion_id)
+    if decision is not None:
+        st.caption(
+            f"champion: run {champion_id} since {present.moment(decision['decided_at'])}, because {decision['reason']}"
+        )
+    st.caption(f"trained on {row['dataset_size']:.0f} samples, finished {present.moment(row['finished_at'])}")
+
+
+def scores_figure(runs: pd.DataFrame, champion_id: int | None) -> go.Figure:
+    """OOF (cross-fitted) and holdout (gate set) scores of every successful run; markers coloured by the
+    gate outcome."""
+    scored = runs[runs["status"] == "succeeded"]
+    name = data.metric_name(runs)
+    hover = [
+        f"run {r.id}, {r.outcome}, finished {present.moment(r.finished_at)}" for r in scored.itertuples()
+    ]
+    figure = go.Figure()
+    figure.add_scatter(
+        x=scored["id"],
+        y=scored["score_oof"],
+        mode="lines",
+        name="out of fold (cross-fitted)",
+        line={"color": charts.PALETTE[0]},
+        hoverinfo="skip",
+    )
+    figure.add_scatter(
+        x=scored["id"],
+        y=scored["score_holdout"],
+        mode="lines+markers",
+        name="holdout (gate set)",
+        line={"color": charts.PALETTE[1], "dash": "dash"},
+        text=hover,
+        hovertemplate="%{text}<br>holdout %{y:.4f}<extra></extra>",
+    )
+    for outcome, rows in scored.groupby("outcome"):
+        figure.add_scatter(
+            x=rows["id"],
+            y=rows["score_oof"],
+            mode="markers",
+            name=f"OOF, {outcome}",
+            marker={"size": 10, "color": charts.OUTCOME_MARKERS.get(outcome, "gray")},
+            text=[f"run {i}, {outcome}" for i in rows["id"]],
+            hovertemplate="%{text}<br>OOF %{y:.4f}<extra></extra>",
+        )
+    champion = scored[scored["id"] == champion_id]
+    if not champion.empty:
+        figure.add_scatter(
+            x=champion["id"],
+            y=champion["score_oof"],
+            mode="markers",
+            marker={"symbol": "star", "size": 18, "color": "#803df5"},
+            name=f"champion (run {champion_id})",
+            hovertemplate="champion: run %{x}<extra></extra>",
+        )
+    figure.update_xaxes(tickprefix="run ", dtick=1 if len(scored) <= 20 else None)
+    figure.update_yaxes(**charts.SCORE_AXIS)
+    return charts.styled(figure, f"{name} of every successful run", "", name, height=380)
+
+
+def run_name(run_id: int | None) -> str:
+    return "none" if run_id is None else f"run {run_id}"
+
+
+def decisions_table(decisions: list[dict]) -> pd.DataFrame:
+    recent = decisions[::-1][:RECENT_DECISIONS]
+    return pd.DataFrame(
+        {
+            "decided": [present.moment(d["decided_at"]) for d in recent],
+            "kind": [d["kind"] for d in recent],
+            "run": pd.array([d["candidate_run_id"] for d in recent], dtype="Int64"),  # none for a rollback
+            "champion": [
+                f"{run_name(d['champion_before'])} → {run_name(d['champion_after'])}"
+                if d["champion_before"] != d["champion_after"]
+                else f"{run_name(d['champion_after'])} (kept)"
+                for d in recent
+            ],
+            "why": [d["reason"] for d in recent],
+        }
+    )
 
 
 def render(url: str) -> None:
     st.title("Overview")
     runs = data.runs(url)
-    succeeded = runs[runs["status"] == "succeeded"].dropna(subset=["fbeta_oof"])
-    last = runs.iloc[-1]
-    left, middle, right = st.columns(3)
+    decisions = data.decisions(url)
     champion_id = data.champion(url)
-    if succeeded.empty:
-        left.metric("Best model", "none yet")
-    else:
-        # The model in use is the champion (the gate's choice); before any decision, the best OOF score.
-        chosen = succeeded[succeeded["id"] == champion_id]
-        best = chosen.iloc[0] if not chosen.empty else succeeded.loc[succeeded["fbeta_oof"].idxmax()]
-        role = "Champion" if not chosen.empty else "Best model"
-        left.metric(f"{role}: run {best['id']}", f"OOF F{best['beta']:g} {best['fbeta_oof']:.4f}")
-        left.caption(f"trained {best['finished_at']:%Y-%m-%d %H:%M} UTC on {best['dataset_size']} samples")
-    middle.metric(f"Last run: run {last['id']}", last["status"])
-    middle.caption(last["reason"] or "")
-    right.metric("Runs", len(runs), help="succeeded / skipped / failed / crashed")
-    right.caption(" · ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()))
+    left, middle, right = st.columns(3)
+    with left:
+        champion_card(runs, decisions, champion_id)
+    last = runs.iloc[-1]
+    with middle:
+        st.metric(f"Last run: run {last['id']}", last["outcome"])
+        st.markdown(
+            f"{badges(last['outcome'], last['champion'])} started {present.moment(last['started_at'])}"
+        )
+        if last["reason"]:
+            st.caption(last["reason"])
+        if last["decision"]:
+            st.caption(f"gate: {last['decision']}")
+    with right:
+        st.metric("Runs", len(runs))
+        st.caption(" · ".join(f"{n} {outcome}" for outcome, n in runs["outcome"].value_counts().items()))
 
-    if not succeeded.empty:
-        figure = go.Figure()
-        figure.add_scatter(
-            x=succeeded["finished_at"], y=succeeded["fbeta_oof"], mode="lines+markers", name="OOF F-beta"
+    for run_id in data.running_runs(url):
+        st.subheader(f"Running now: run {run_id}")
+        live_run(url, run_id)
+
+    if runs["score_oof"].notna().any():
+        st.plotly_chart(scores_figure(runs, champion_id), key="fbeta_over_time", config=charts.CONFIG)
+    if decisions:
+        st.subheader("Champion decisions")
+        st.caption(
+            "The gate's verdicts, promotions and rollbacks, newest first: why the champion is the champion."
         )
-        figure.add_scatter(
-            x=[best["finished_at"]],
-            y=[best["fbeta_oof"]],
-            mode="markers",
-            marker={"symbol": "star", "size": 16},
-            name=f"{role.lower()} (run {best['id']})",
+        st.dataframe(
+            decisions_table(decisions), hide_index=True, key="decisions", placeholder=present.MISSING
         )
-        figure.update_layout(title="F-beta of every successful run", yaxis_title="OOF F-beta", height=350)
-        st.plotly_chart(figure, key="fbeta_over_time")
     pulls = data.data_pulls(url)
     if not pulls.empty:
-        figure = go.Figure(go.Scatter(x=pulls["started_at"], y=pulls["dataset_size"], mode="lines+markers"))
-        figure.update_layout(title="Data set size at each pull", yaxis_title="samples", height=300)
-        st.plotly_chart(figure, key="size_over_time")
+        figure = go.Figure(
+            go.Scatter(
+                x=pulls["started_at"],
+                y=pulls["dataset_size"],
+                mode="lines+markers",
+                text=[f"pull {p}" for p in pulls["pull"]],
+                hovertemplate="%{text}: %{y} samples<extra>%{x}</extra>",
+            )
+        )
+        figure.update_xaxes(**charts.TIME_AXIS)
+        st.plotly_chart(
+            charts.styled(
+                figure, "Data set size at each pull", "pulled at (UTC)", "active samples", height=300
+            ),
+            key="size_over_time",
+            config=charts.CONFIG,
+        )
