@@ -110,8 +110,11 @@ class CachedBatches:
         return self
 
     def gather(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch from the memmap, in the order of its rows on disk (the fastest read)."""
-        positions = positions[np.argsort(self.rows[positions], kind="stable")]
+        """One batch from the memmap. A training batch is read in the order of its rows on disk (the
+        fastest read; order within a batch does not matter there); any other keeps the caller's order,
+        which its predictions must follow."""
+        if self.shuffle:
+            positions = positions[np.argsort(self.rows[positions], kind="stable")]
         images = torch.from_numpy(np.ascontiguousarray(self.pixels[self.rows[positions]]))
         targets = torch.from_numpy(self.targets[positions])
         if self.device.type == "cuda":

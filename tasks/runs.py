@@ -267,6 +267,7 @@ def claim_training(config: FoldwiseConfig, run_id: int, poll_seconds: float = CL
 def training_lock(config: FoldwiseConfig, what: str) -> Iterator[None]:
     """Hold the training lock for work outside a run (`foldwise ingest`, promotions by hand)."""
     holder = f"{what} (pid {os.getpid()} on {platform.node()})"
+    ensure_schema(config.resolved_database_url())  # the first command on a new database may be this one
     decision = claim(config, None, holder)
     if not decision.train:
         raise Busy(f"{decision.reason}: try again when it has finished")

@@ -18,6 +18,20 @@ def test_ingest_waits_for_no_one_else_and_samples_lists_what_is_out(tmp_path, da
     arguments += ["--set", "service.when_busy=skip"]
     runner = CliRunner()
 
+    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    fresh = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            *arguments[:2],
+            "--set",
+            f"source.path={config.source.path}",
+            "--set",
+            f"database_url={fresh_url}",
+        ],
+    )
+    assert fresh.exit_code == 0, fresh.output  # the first command on a new database creates its schema
+
     holder = start_run(config)
     assert claim_training(config, holder).train
     busy = runner.invoke(app, ["ingest", *arguments])

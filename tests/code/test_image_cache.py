@@ -181,3 +181,23 @@ def test_mixed_precision_and_channels_last_are_really_in_effect(tmp_path, databa
     )
     learn.fit(1, 1e-3)
     assert seen[0].dtype == torch.float32 and not seen[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_batches_that_are_not_shuffled_keep_the_order_they_were_given():
+    """Predictions are matched to samples by position: a prediction loader must not reorder rows."""
+    config = tiny_demo_config_for_order()
+    pixels = np.arange(10, dtype=np.uint8)[:, None, None, None].repeat(20, 1).repeat(20, 2).repeat(3, 3)
+    rows = np.array([7, 2, 9, 0, 5])
+    targets = np.eye(5, dtype=np.float32)
+    images, labels = next(
+        iter(CachedBatches(pixels, rows, targets, 16, config, torch.device("cpu"), shuffle=False))
+    )
+    assert [round(float(image.mean()) * 255) for image in images] == [7, 2, 9, 0, 5]
+    assert torch.equal(labels, torch.eye(5))
+
+
+def tiny_demo_config_for_order():
+    from foldwise.config import load_config
+    from tests.conftest import CONFIGS
+
+    return load_config(CONFIGS / "demo.toml", ["train.batch_size=8"])
