@@ -1,5 +1,6 @@
 """The `retrain` flow: claim -> tidy up after crashes -> pull -> decide -> folds -> train each fold (or
-reuse it) -> thresholds, metrics, record -> champion gate -> release -> report.
+reuse it) -> thresholds, metrics, record -> champion gate -> retention (if on) -> release -> alerts ->
+report.
 
 Its parameter is the configuration model, so the Prefect UI shows a typed form.
 """
@@ -17,7 +18,7 @@ from prefect.tasks import exponential_backoff
 from flows import task
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig
-from tasks import folds, ingest, models, registry, report, results, runs, train
+from tasks import alerts, folds, ingest, models, registry, report, results, retention, runs, train
 
 start_run = task(runs.start_run, name="start-run")
 claim_training = task(runs.claim_training, name="claim-training")
@@ -32,6 +33,8 @@ train_fold = task(train.train_fold, name="train-fold", task_run_name="train-fold
 record_results = task(results.record_results, name="record-results")
 gate_candidate = task(registry.gate_candidate, name="champion-gate")
 publish_report = task(report.publish_report, name="publish-report")
+apply_retention = task(retention.after_run, name="retention")
+send_alerts = task(alerts.send_run_alerts, name="send-alerts")
 
 
 def train_folds(
@@ -74,6 +77,8 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
         summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
     with phase("gate"):
         gate_candidate(config, run_id)
+    if config.retention.after_each_run:
+        apply_retention(config)
     return summary
 
 
@@ -99,5 +104,6 @@ def retrain(config: FoldwiseConfig, force: bool = False) -> runs.RunSummary:
         raise
     finally:
         runs.end_run(config, run_id, error)  # its last write, and the release of the lock
+        send_alerts(config, run_id)  # never raises
         publish_report(config, run_id)
     return replace(summary, seconds=time.perf_counter() - started)

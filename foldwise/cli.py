@@ -322,3 +322,80 @@ def predict(
         f"{summary.probabilities_path}"
         + (f"; {len(summary.failures)} unreadable, skipped" if summary.failures else "")
     )
+
+
+@app.command()
+def export(
+    config: ConfigOption,
+    out: Annotated[Path, typer.Option(help="Folder to write model.onnx and model.json into.")],
+    set_: SetOption = None,
+    model: Annotated[str, typer.Option(help="'champion' or a run id.")] = "champion",
+    input_type: Annotated[
+        str, typer.Option("--input", help="uint8: N x H x W x 3 RGB bytes; float: N x 3 x H x W in [0, 1].")
+    ] = "uint8",
+) -> None:
+    """Export an ensemble for serving: one ONNX model, and its labels, thresholds and preprocessing."""
+    from tasks.export import export_model
+    from tasks.models import resolve_model
+
+    settings = load_config(config, set_)
+    exported = export_model(resolve_model(settings, model), out, input_type)
+    typer.echo(
+        f"run {exported.run_id} ({exported.n_folds} folds, {exported.n_labels} labels): {exported.onnx_path}, "
+        f"{exported.metadata_path}; onnxruntime matches PyTorch within {exported.max_difference:.1g}"
+    )
+
+
+@app.command()
+def gc(
+    config: ConfigOption,
+    set_: SetOption = None,
+    keep_last: Annotated[
+        int | None, typer.Option(min=0, help="Successful runs kept (default: retention.keep_last).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Say what would go; remove nothing.")] = False,
+) -> None:
+    """Remove the weights and predictions of runs retention does not keep, and unneeded cached images."""
+    from tasks.retention import collect_garbage_locked, storage_lines, storage_use
+
+    settings = load_config(config, set_)
+    report = collect_garbage_locked(settings, keep_last, dry_run)
+    for line in [*report.lines(), *storage_lines(settings, storage_use(settings))]:
+        typer.echo(line)
+
+
+@app.command()
+def storage(config: ConfigOption, set_: SetOption = None) -> None:
+    """Show what the data home holds, by kind: weights, predictions, image cache, source, database."""
+    from tasks.retention import pinned_runs, storage_lines, storage_use
+
+    settings = load_config(config, set_)
+    for line in storage_lines(settings, storage_use(settings)):
+        typer.echo(line)
+    pins = pinned_runs(settings)
+    typer.echo("pinned: " + ("; ".join(f"run {run_id} ({why})" for run_id, why in pins.items()) or "none"))
+
+
+@app.command()
+def pin(
+    run_id: Annotated[int, typer.Argument(help="The successful run whose files gc must keep.")],
+    config: ConfigOption,
+    set_: SetOption = None,
+    reason: Annotated[str, typer.Option(help="Shown by `foldwise storage` and gc.")] = "by hand",
+) -> None:
+    """Keep a run's files whatever retention says."""
+    from tasks.retention import pin as pin_run
+
+    typer.echo(pin_run(load_config(config, set_), run_id, reason))
+
+
+@app.command()
+def unpin(
+    run_id: Annotated[int, typer.Argument(help="A pinned run.")],
+    config: ConfigOption,
+    set_: SetOption = None,
+) -> None:
+    """Let retention decide on a pinned run's files again."""
+    from tasks.retention import unpin as unpin_run
+
+    typer.echo(unpin_run(load_config(config, set_), run_id))

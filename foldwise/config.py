@@ -6,10 +6,14 @@ run are all this model. Relative paths in a config file are relative to that fil
 
 from __future__ import annotations
 
+import difflib
+import functools
+import importlib.util
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -26,6 +30,8 @@ from foldwise import secrets
 from foldwise.errors import FoldwiseError
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
+# How torchvision's source registers a classification model: the decorator, maybe others, the builder.
+REGISTERED_MODEL = re.compile(r"^@register_model\(\)\n(?:@.*\n)*def (\w+)\(", re.MULTILINE)
 
 
 class ConfigError(FoldwiseError, ValueError):
@@ -184,11 +190,58 @@ class AugmentConfig(Section):
     min_scale: float = Field(0.75, gt=0, le=1)
 
 
+@functools.cache
+def torchvision_classifiers() -> frozenset[str]:
+    """The classification models torchvision registers, read from its source files: importing it
+    (and so torch) takes seconds (4.9 s measured, against 11 ms for this), and every command and
+    every model record loads a config. If its source ever stops matching, it is imported after all."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    folder = Path(spec.submodule_search_locations[0]) / "models"
+    names = frozenset(
+        name for path in folder.glob("*.py") for name in REGISTERED_MODEL.findall(path.read_text())
+    )
+    if names:
+        return names
+    import torchvision
+
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
+
+
+def unknown_arch(name: str) -> str | None:
+    """Why `name` is no architecture Foldwise can build (a torchvision classifier or a timm model), or
+    None. timm is imported (with torch) only for a name torchvision does not have."""
+    torchvision_names = torchvision_classifiers()
+    if name in torchvision_names:
+        return None
+    close = difflib.get_close_matches(name, torchvision_names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "e.g. resnet18, resnet50, convnext_tiny"
+    if importlib.util.find_spec("timm") is None:
+        return (
+            f"{name!r} is not a torchvision classification model ({hint}), and timm, for timm's models, "
+            "is not installed"
+        )
+    import timm
+
+    if name in timm.list_models():
+        return None
+    return f"{name!r} is neither a torchvision classification model ({hint}) nor a timm model"
+
+
 class ModelConfig(Section):
     """The network each fold trains."""
 
-    arch: str = Field("resnet34", description="torchvision resnet name, or a timm model name.")
+    arch: str = Field("resnet34", description="A torchvision classification model, or a timm model's name.")
     pretrained: bool = True
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, name: str) -> str:
+        problem = unknown_arch(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
 
 class TrainConfig(Section):
@@ -317,6 +370,70 @@ class ServiceConfig(Section):
         return self
 
 
+AlertEvent = Literal["failed", "rejected", "promoted", "gate-failed", "prequential-drop"]
+ALERT_EVENTS = get_args(AlertEvent)
+
+
+class AlertConfig(Section):
+    """Notifications at the end of a run: through Apprise URLs (Slack, email, webhooks...) or Prefect
+    notification blocks. An alert that cannot be sent is a warning in the log, never a failed run."""
+
+    apprise_urls: list[str] = Field(
+        default_factory=list,
+        description="Apprise URLs, each named as ${env:NAME} or ${secret:NAME} (never written here: an "
+        "Apprise URL carries its credentials, e.g. slack://TokenA/TokenB/TokenC).",
+    )
+    prefect_blocks: list[str] = Field(
+        default_factory=list,
+        description="Prefect notification blocks as 'block-type/name', e.g. 'slack-webhook/ops' (saved on "
+        "the Prefect server the runs use).",
+    )
+    on: list[AlertEvent] = Field(
+        default_factory=lambda: list(ALERT_EVENTS),
+        description="What alerts: a failed or crashed run, a candidate the gate rejected, a promotion, a "
+        "gate that failed, a drop whose prequential score fell (see prequential_drop).",
+    )
+    prequential_drop: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="A drop the champion scores worse than its own OOF score by more than this alerts.",
+    )
+
+    @field_validator("apprise_urls")
+    @classmethod
+    def _named_not_written(cls, urls: list[str]) -> list[str]:
+        written = [index for index, url in enumerate(urls) if not secrets.is_reference(url)]
+        if written:
+            raise ValueError(
+                f"entries {written} hold an Apprise URL itself; name each as ${{env:NAME}} or ${{secret:NAME}} "
+                "(an Apprise URL carries its credentials, and the config is stored with every run)"
+            )
+        return urls
+
+    @field_validator("prefect_blocks")
+    @classmethod
+    def _block_type_and_name(cls, names: list[str]) -> list[str]:
+        wrong = [name for name in names if name.count("/") != 1 or name.startswith("/") or name.endswith("/")]
+        if wrong:
+            raise ValueError(f"{wrong}: name each block 'block-type/name', e.g. 'slack-webhook/ops'")
+        return names
+
+
+class RetentionConfig(Section):
+    """Which runs keep their files (weights, predictions): `foldwise gc`, or after each run."""
+
+    keep_last: int = Field(
+        3,
+        ge=0,
+        description="The newest successful runs keep their files, besides the champion, the run a "
+        "rollback returns to, pinned runs and runs not gated yet.",
+    )
+    after_each_run: bool = Field(
+        False, description="Remove what retention does not keep at the end of each successful run."
+    )
+
+
 class FoldwiseConfig(Section):
     """Everything a Foldwise run needs."""
 
@@ -336,6 +453,8 @@ class FoldwiseConfig(Section):
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="after")
     def _vocabulary_matches_names(self) -> FoldwiseConfig:

@@ -176,7 +176,10 @@ def load_model(config: FoldwiseConfig, run_id: int) -> EnsembleModel:
     try:
         record = json.loads(record_path.read_text())
     except FileNotFoundError:
-        raise ModelError(f"run {run_id} has no model ({record_path} not found)") from None
+        raise ModelError(
+            f"run {run_id} has no model ({record_path} not found; retention may have removed its files: "
+            "see the run's notes)"
+        ) from None
     trained_with = FoldwiseConfig.model_validate(record["config"])
     return EnsembleModel(
         run_id=run_id,

@@ -264,6 +264,7 @@ def rollback(config: FoldwiseConfig, reason: str = "by hand") -> str:
         stack = registry.champion_stack(session=session)
         if len(stack) < 2:
             raise RegistryError("nothing to roll back to: there is no earlier champion")
+        load_model(config, stack[-2])  # its files must be there (retention may have removed them)
         registry.add_decision(
             session=session,
             kind=registry.ROLLBACK,

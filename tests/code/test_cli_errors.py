@@ -60,8 +60,8 @@ def free_port() -> int:
 def test_an_error_inside_the_flow_is_one_line_without_traceback(tmp_path):
     """The engine logs a task's exception with its traceback; for a FoldwiseError the console does not."""
     deliver_drop(tmp_path / "source", n_images=32)
-    result = foldwise(tmp_path, "run", "--set", "model.arch='resnet_nonexistent'")
-    assert_one_error_line(result, "model.arch 'resnet_nonexistent' is not")
+    result = foldwise(tmp_path, "run", "--set", "train.device='cuda:7'")
+    assert_one_error_line(result, "train.device = 'cuda:7' but")
     # The run used a temporary Prefect server, and said so once.
     assert result.stderr.count("temporary Prefect server") == 1, result.stderr
 

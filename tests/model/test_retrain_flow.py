@@ -140,13 +140,13 @@ def test_holdout_is_never_trained_on_and_predicted_by_every_fold(tmp_path, datab
 
 
 def test_failed_run_is_recorded_with_the_error(tmp_path, database_url):
-    config = tiny_config(tmp_path, database_url, "model.arch=no_such_net")
+    config = tiny_config(tmp_path, database_url, "train.device=cuda:7")
     deliver_drop(config.source.path, n_images=20)
-    with pytest.raises(Exception, match="no_such_net"):
+    with pytest.raises(Exception, match="cuda:7"):
         retrain(config)
     with session_scope(database_url) as session:
         run = session.scalar(select(Run))
-        assert run.status == "failed" and "no_such_net" in run.reason
+        assert run.status == "failed" and "cuda:7" in run.reason
         assert session.scalar(select(func.count()).select_from(ClassThreshold)) == 0
 
 
