@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: help setup demo demo-next test lint bench
+.PHONY: help setup demo demo-next test lint bench browser
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -24,7 +24,12 @@ demo-next: setup  ## deliver the next demo drop
 lint: setup  ## ruff
 	$(BIN)/ruff check .
 
-test: setup lint  ## run the test suite (SQLite and the PostgreSQL server on 127.0.0.1:5432)
+browser:  ## Debian's headless chromium + chromedriver for the browser tests (installed when missing)
+	@command -v chromedriver >/dev/null || { command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+		echo "no chromium could be installed: the browser tests will be skipped"
+
+test: setup lint browser  ## run the test suite (SQLite and the PostgreSQL server on 127.0.0.1:5432)
 	$(BIN)/pytest
 
 bench: setup  ## run the benchmarks

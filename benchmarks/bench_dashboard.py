@@ -19,10 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from sqlalchemy import insert
-from streamlit.testing.v1 import AppTest
-
-from db.models import (
+from foldwise.db.models import (
     ClassMetric,
     ClassThreshold,
     DataPull,
@@ -34,7 +31,9 @@ from db.models import (
     RunMetric,
     utcnow,
 )
-from db.session import ensure_schema, session_scope
+from foldwise.db.session import ensure_schema, session_scope
+from sqlalchemy import insert
+from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 N_CLASSES, N_FOLDS, N_EPOCHS = 20, 5, 20

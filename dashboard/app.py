@@ -1,4 +1,4 @@
-"""The Foldwise dashboard: `foldwise dashboard -c F`, or `streamlit run dashboard/app.py`.
+"""The Foldwise dashboard: `foldwise dashboard -c F`, or `streamlit run dashboard/app.py` with Foldwise installed.
 
 It reads the database named by FOLDWISE_DATABASE_URL (default: the demo's) and never writes to it.
 `?page=Run detail&run=7` in the address opens a page (and a run).
@@ -6,17 +6,9 @@ It reads the database named by FOLDWISE_DATABASE_URL (default: the demo's) and n
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
-
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1])
-)  # `streamlit run` puts only dashboard/ on the path
-
-from dashboard import data  # noqa: E402
-from dashboard.views import compare, data_view, overview, predictions, run_detail, runs_table  # noqa: E402
+from foldwise.dashboard import data
+from foldwise.dashboard.views import compare, data_view, overview, predictions, run_detail, runs_table
 
 PAGES = {
     "Overview": overview.render,

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
+from foldwise.dashboard import present
+from foldwise.db import queries, registry, training
+from foldwise.db.models import Run
+from foldwise.db.session import current_revision, head_revision, read_scope
 from sqlalchemy.engine import make_url
 
-from dashboard import present
-from db import queries, registry, training
-from db.models import Run
-from db.session import current_revision, head_revision, read_scope
 from foldwise import secrets
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from db.registry import GATE_FAILED
-from db.training import FAILED, SUCCEEDED
+from foldwise.db.registry import GATE_FAILED
+from foldwise.db.training import FAILED, SUCCEEDED
 
 MISSING = "–"
 # A run's outcome, what its badge says, and the badge's colour (Streamlit's names).

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased, selectinload
-
-from db.models import (
+from foldwise.db.models import (
     ACTIVE,
     ClassMetric,
     ClassThreshold,
@@ -22,7 +19,9 @@ from db.models import (
     Sample,
     SampleLabel,
 )
-from db.training import SUCCEEDED
+from foldwise.db.training import SUCCEEDED
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased, selectinload
 
 
 def previous_succeeded_run(*, session: Session, run_id: int) -> Run | None:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from foldwise.db.folds import HOLDOUT, load_fold_set
+from foldwise.db.models import FoldAssignment, ModelDecision, Run, Sample
+from foldwise.db.queries import runs_overview
+from foldwise.db.training import SUCCEEDED
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-
-from db.folds import HOLDOUT, load_fold_set
-from db.models import FoldAssignment, ModelDecision, Run, Sample
-from db.queries import runs_overview
-from db.training import SUCCEEDED
 
 GATE, GATE_FAILED, PROMOTE, ROLLBACK = "gate", "gate-failed", "promote", "rollback"
 

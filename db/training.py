@@ -6,10 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.orm import Session
-
-from db.models import (
+from foldwise.db.models import (
     ClassMetric,
     ClassThreshold,
     Epoch,
@@ -20,6 +17,8 @@ from db.models import (
     TrainingLock,
     utcnow,
 )
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
 
 RUNNING, SUCCEEDED, SKIPPED, FAILED, CRASHED = "running", "succeeded", "skipped", "failed", "crashed"
 ENDED_UNFINISHED = (FAILED, CRASHED)  # their recorded folds may be reused by a later run

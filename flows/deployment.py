@@ -9,6 +9,7 @@ from datetime import timedelta
 from uuid import UUID
 
 import httpx
+from foldwise.flows.retrain import retrain
 from prefect import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -29,7 +30,6 @@ from prefect.runner import Runner
 from prefect.schedules import Cron, Interval, Schedule
 from prefect.utilities.urls import url_for
 
-from flows.retrain import retrain
 from foldwise.config import ConfigError, FoldwiseConfig, ServiceConfig
 
 DEFAULT_SCHEDULER_LOOP_SECONDS = 60.0  # Prefect's PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS
@@ -94,9 +94,21 @@ def serve_deployment(deployment: RunnerDeployment, registered: Callable[[UUID], 
     runner.handle_sigterm = stop_serving  # Prefect 3.8's exits from inside the event loop, with tracebacks
     registered(runner.add_deployment(deployment))
     try:
-        asyncio.run(runner.start())
+        asyncio.run(run_until_stopped(runner))
     except (KeyboardInterrupt, TerminationSignal):
         pass
+
+
+async def run_until_stopped(runner: Runner) -> None:
+    asyncio.get_running_loop().set_exception_handler(ignore_cancelled_callbacks)
+    await runner.start()
+
+
+def ignore_cancelled_callbacks(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Prefect 3.8's control channel asks a connection handler cancelled at shutdown for its exception,
+    which raises CancelledError in a callback: a traceback on every stop while a flow run is connected."""
+    if not isinstance(context.get("exception"), asyncio.CancelledError):
+        loop.default_exception_handler(context)
 
 
 def stop_serving(*_signal) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from foldwise.flows import task
+from foldwise.tasks import models, predict
 from prefect import flow
 
-from flows import task
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig
-from tasks import models, predict
 
 resolve_model = task(models.resolve_model, name="resolve-model")
 predict_images = task(predict.predict_images, name="predict-images")

@@ -11,14 +11,14 @@ import time
 from dataclasses import replace
 from functools import partial
 
+from foldwise.flows import task
+from foldwise.tasks import alerts, folds, ingest, models, registry, report, results, retention, runs, train
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from flows import task
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig
-from tasks import alerts, folds, ingest, models, registry, report, results, retention, runs, train
 
 start_run = task(runs.start_run, name="start-run")
 claim_training = task(runs.claim_training, name="claim-training")

@@ -33,16 +33,16 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from foldwise.db import samples as sample_store
+from foldwise.db.models import ACTIVE, QUARANTINED, RETIRED, utcnow
+from foldwise.db.session import ensure_schema, session_scope
+from foldwise.tasks.cache import ImageCache, decode_size, make_items, reclaim
+from foldwise.tasks.images import UnreadableImage, decode_image, parallel_map, read_image_file
+from foldwise.tasks.logs import get_logger
+from foldwise.tasks.sources import fetch
 
-from db import samples as sample_store
-from db.models import ACTIVE, QUARANTINED, RETIRED, utcnow
-from db.session import ensure_schema, session_scope
 from foldwise.config import DataConfig, FoldwiseConfig, check_image_folder
 from foldwise.errors import FoldwiseError
-from tasks.cache import ImageCache, decode_size, make_items, reclaim
-from tasks.images import UnreadableImage, decode_image, parallel_map, read_image_file
-from tasks.logs import get_logger
-from tasks.sources import fetch
 
 TRUE_VALUES = {"true", "1", "yes", "y", "t"}
 FALSE_VALUES = {"false", "0", "no", "n", "f"}

@@ -18,18 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from foldwise.db import queries, registry
+from foldwise.db import training as training_store
+from foldwise.db.folds import HOLDOUT, load_fold_set
+from foldwise.db.models import Run
+from foldwise.db.session import session_scope
+from foldwise.tasks.logs import get_logger
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from sqlalchemy import select
 
-from db import queries, registry
-from db import training as training_store
-from db.folds import HOLDOUT, load_fold_set
-from db.models import Run
-from db.session import session_scope
 from foldwise.config import FoldwiseConfig
 from foldwise.errors import FoldwiseError
-from tasks.logs import get_logger
 
 MODEL_RECORD = "model.json"
 

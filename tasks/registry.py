@@ -13,21 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from foldwise.db import folds as fold_store
+from foldwise.db import queries, registry
+from foldwise.db import samples as sample_store
+from foldwise.db.folds import HOLDOUT
+from foldwise.db.models import Run
+from foldwise.db.session import session_scope
+from foldwise.tasks import metrics
+from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached
+from foldwise.tasks.logs import get_logger
+from foldwise.tasks.models import EnsembleModel, load_model, write_model_record
+from foldwise.tasks.predict import ensemble_probabilities, model_item_size
+from foldwise.tasks.runs import describe_error, training_lock
 
-from db import folds as fold_store
-from db import queries, registry
-from db import samples as sample_store
-from db.folds import HOLDOUT
-from db.models import Run
-from db.session import session_scope
 from foldwise.config import FoldwiseConfig, GateConfig, ThresholdConfig
 from foldwise.errors import FoldwiseError
-from tasks import metrics
-from tasks.cache import CachedImage, ImageCache, ensure_cached
-from tasks.logs import get_logger
-from tasks.models import EnsembleModel, load_model, write_model_record
-from tasks.predict import ensemble_probabilities, model_item_size
-from tasks.runs import describe_error, training_lock
 
 
 class RegistryError(FoldwiseError, ValueError):

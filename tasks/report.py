@@ -6,11 +6,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from db import queries, registry
-from db.models import Run
-from db.session import session_scope
+from foldwise.db import queries, registry
+from foldwise.db.models import Run
+from foldwise.db.session import session_scope
+from foldwise.tasks import metrics
+
 from foldwise.config import FoldwiseConfig
-from tasks import metrics
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from foldwise.db import samples as sample_store
+from foldwise.db import training as training_store
+from foldwise.db.folds import HOLDOUT
+from foldwise.db.session import session_scope
+from foldwise.tasks import metrics
+from foldwise.tasks.evaluate import Evaluation, evaluate
+from foldwise.tasks.ingest import PullSummary
+from foldwise.tasks.logs import get_logger
+from foldwise.tasks.models import forget_unfinished_folds, write_model_record
+from foldwise.tasks.runs import RunSummary
+from foldwise.tasks.thresholds import Thresholds, baselines, choose_thresholds
+from foldwise.tasks.train import FoldOutput
 from sklearn.metrics import fbeta_score
 
-from db import samples as sample_store
-from db import training as training_store
-from db.folds import HOLDOUT
-from db.session import session_scope
 from foldwise.config import FoldwiseConfig, ThresholdConfig
-from tasks import metrics
-from tasks.evaluate import Evaluation, evaluate
-from tasks.ingest import PullSummary
-from tasks.logs import get_logger
-from tasks.models import forget_unfinished_folds, write_model_record
-from tasks.runs import RunSummary
-from tasks.thresholds import Thresholds, baselines, choose_thresholds
-from tasks.train import FoldOutput
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Every other run loses its files and its fold rows. Its record stays (metrics, le
 predictions, gate decisions), with a note saying when its files went. The image cache loses the
 stores of item sizes that neither the config nor a kept model needs (after a change of
 `train.stages`); the items of images no active sample uses are reclaimed by every pull already
-(`tasks.cache.reclaim`), which is the only change to the data set.
+(`foldwise.tasks.cache.reclaim`), which is the only change to the data set.
 
 A run is pruned in an order that a crash cannot make inconsistent: model.json first (the model can no
 longer be loaded), then its fold rows with the note (one transaction), then its files (files no row
@@ -29,20 +29,20 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from foldwise.db import registry
+from foldwise.db import training as training_store
+from foldwise.db.models import FoldResult, Run, utcnow
+from foldwise.db.session import ensure_schema, session_scope
+from foldwise.tasks.cache import item_sizes
+from foldwise.tasks.logs import get_logger
+from foldwise.tasks.models import MODEL_RECORD, ModelError, atomic_file, load_model, run_folder, runs_folder
+from foldwise.tasks.predict import model_item_size
+from foldwise.tasks.runs import training_lock
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from db import registry
-from db import training as training_store
-from db.models import FoldResult, Run, utcnow
-from db.session import ensure_schema, session_scope
 from foldwise.config import FoldwiseConfig
 from foldwise.errors import FoldwiseError
-from tasks.cache import item_sizes
-from tasks.logs import get_logger
-from tasks.models import MODEL_RECORD, ModelError, atomic_file, load_model, run_folder, runs_folder
-from tasks.predict import model_item_size
-from tasks.runs import training_lock
 
 KINDS = ("weights", "predictions", "run records", "image cache", "database", "source", "other")
 FREED_KINDS = KINDS[:4]  # what retention removes

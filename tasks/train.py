@@ -37,24 +37,24 @@ from fastai.metrics import accuracy_multi
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
+from foldwise.db import folds as fold_store
+from foldwise.db import samples as sample_store
+from foldwise.db import training as training_store
+from foldwise.db.folds import HOLDOUT
+from foldwise.db.session import session_scope, write_with_retries
+from foldwise.tasks.batches import CachedBatches, multi_hot, rarity_weights
+from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
+from foldwise.tasks.logs import get_logger
+from foldwise.tasks.losses import MultiLabelLoss
+from foldwise.tasks.metrics import training_metric
+from foldwise.tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
+from foldwise.tasks.runs import phase
 from safetensors.torch import save_file
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from db import folds as fold_store
-from db import samples as sample_store
-from db import training as training_store
-from db.folds import HOLDOUT
-from db.session import session_scope, write_with_retries
 from foldwise.config import ConfigError, FoldwiseConfig, StageConfig
 from foldwise.errors import FoldwiseError
-from tasks.batches import CachedBatches, multi_hot, rarity_weights
-from tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
-from tasks.logs import get_logger
-from tasks.losses import MultiLabelLoss
-from tasks.metrics import training_metric
-from tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
-from tasks.runs import phase
 
 
 class PretrainedWeightsUnavailable(FoldwiseError, RuntimeError):

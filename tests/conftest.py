@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from foldwise.db.session import get_engine
 from PIL import Image
 
-from db.session import get_engine
 from foldwise.config import FoldwiseConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,8 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-
-from dashboard import data, present
-from db.models import utcnow
+from foldwise.dashboard import data, present
+from foldwise.db.models import utcnow
 
 GALLERY_CELL_PX = 170  # two a row on a 390 px phone
 

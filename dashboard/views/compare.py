@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from dashboard import charts, data, present
-from dashboard.views.common import run_label
+from foldwise.dashboard import charts, data, present
+from foldwise.dashboard.views.common import run_label
 
 OVERALL = {  # (split, column) -> row name; {metric}: the runs' configured metric
     ("oof", "score"): "OOF {metric}, cross-fitted",

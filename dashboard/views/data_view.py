@@ -6,9 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-
-from dashboard import charts, data, present
-from dashboard.views.common import gallery
+from foldwise.dashboard import charts, data, present
+from foldwise.dashboard.views.common import gallery
 
 GALLERY_SIZE = 24
 CHANGES = ["added", "updated", "rejected", "quarantined", "retired", "restored"]

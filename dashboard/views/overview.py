@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-
-from dashboard import charts, data, present
-from dashboard.views.common import badges, live_run
+from foldwise.dashboard import charts, data, present
+from foldwise.dashboard.views.common import badges, live_run
 
 RECENT_DECISIONS = 10
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import streamlit as st
-
-from dashboard import data
-from dashboard.views.common import choose_run, gallery
+from foldwise.dashboard import data
+from foldwise.dashboard.views.common import choose_run, gallery
 
 GALLERY_SIZE = 18
 

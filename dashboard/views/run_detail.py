@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from foldwise.dashboard import charts, data, present
+from foldwise.dashboard.views.common import badges, choose_run, flow_run_text, live_run
+from foldwise.db.models import utcnow
 from sklearn.metrics import average_precision_score, precision_recall_curve
-
-from dashboard import charts, data, present
-from dashboard.views.common import badges, choose_run, flow_run_text, live_run
-from db.models import utcnow
 
 
 def class_table(oof: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:

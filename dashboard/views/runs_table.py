@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from dashboard import data, present
+from foldwise.dashboard import data, present
 
 COLUMNS = [
     "id",

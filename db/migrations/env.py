@@ -2,8 +2,7 @@
 inside its transaction; the URL never comes from a file."""
 
 from alembic import context
-
-from db.models import Base
+from foldwise.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -7,13 +7,13 @@ import logging
 from datetime import datetime, timedelta
 
 import pytest
+from foldwise.db import registry
+from foldwise.db import training as training_store
+from foldwise.db.models import ModelDecision, Run, utcnow
+from foldwise.db.session import ensure_schema, session_scope
+from foldwise.tasks.alerts import Alert, run_alerts, send, send_run_alerts
 
-from db import registry
-from db import training as training_store
-from db.models import ModelDecision, Run, utcnow
-from db.session import ensure_schema, session_scope
 from foldwise.config import ConfigError, load_config
-from tasks.alerts import Alert, run_alerts, send, send_run_alerts
 from tests.code.webhook import closed_port, receiving
 from tests.conftest import CONFIGS
 
@@ -131,7 +131,7 @@ def test_alerts_reach_every_destination_that_works_and_a_failing_one_is_a_warnin
                 "type": "warning",
             }
         ]
-        warnings = [r.getMessage() for r in caplog.records if r.name == "tasks.alerts"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "foldwise.tasks.alerts"]
         assert len(warnings) == 2 and "alerts.apprise_urls[0] ${env:DEAD_HOOK}" in warnings[0]
         assert "connection error" in warnings[0].lower() and str(receiver.port) not in " ".join(warnings)
         assert "environment variable UNSET_HOOK is not set" in warnings[1]

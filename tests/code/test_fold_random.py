@@ -5,8 +5,7 @@ import random
 
 import fastai.data.load
 import fastai.vision.augment
-
-from tasks.train import fastai_random
+from foldwise.tasks.train import fastai_random
 
 
 def augment_draws() -> list[float]:

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
+from foldwise.db.folds import StoredFoldSet, load_fold_set
+from foldwise.db.models import FoldLabelCount, FoldSet, Label
+from foldwise.db.session import session_scope
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.folds import HOLDOUT, build_folds, plan_folds
+from foldwise.tasks.ingest import ingest
 from sqlalchemy import select
 
-from db.folds import StoredFoldSet, load_fold_set
-from db.models import FoldLabelCount, FoldSet, Label
-from db.session import session_scope
 from foldwise.config import FoldsConfig, load_config
-from tasks.demo import deliver_drop
-from tasks.folds import HOLDOUT, build_folds, plan_folds
-from tasks.ingest import ingest
 from tests.conftest import CONFIGS
 
 
@@ -127,7 +127,7 @@ def test_fold_sets_are_recorded_and_extended_across_demo_drops(tmp_path, databas
 
 
 def _labels(url):
-    from db.samples import stored_samples
+    from foldwise.db.samples import stored_samples
 
     with session_scope(url) as session:
         return {s.id: s.labels for s in stored_samples(session=session).values()}

@@ -14,14 +14,14 @@ from fastai.data.transforms import IndexSplitter, Normalize
 from fastai.vision.augment import Resize
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
+from foldwise.tasks import ingest as ingest_module
+from foldwise.tasks.batches import CachedBatches, batch_transforms
+from foldwise.tasks.cache import ImageCache, ImageStore, item_sizes
+from foldwise.tasks.images import to_item
+from foldwise.tasks.ingest import ingest
+from foldwise.tasks.train import build_learner
 from PIL import Image
 
-from tasks import ingest as ingest_module
-from tasks.batches import CachedBatches, batch_transforms
-from tasks.cache import ImageCache, ImageStore, item_sizes
-from tasks.images import to_item
-from tasks.ingest import ingest
-from tasks.train import build_learner
 from tests.conftest import tiny_demo_config
 
 

@@ -3,11 +3,11 @@ import os
 import re
 
 import pytest
+from foldwise.db.models import DataPull, Label, RejectedRow, Sample, SampleLabel
+from foldwise.db.session import session_scope
+from foldwise.tasks.ingest import IngestError, ingest
 from sqlalchemy import func, select
 
-from db.models import DataPull, Label, RejectedRow, Sample, SampleLabel
-from db.session import session_scope
-from tasks.ingest import IngestError, ingest
 from tests.conftest import seed_config, seed_source, write_image
 
 

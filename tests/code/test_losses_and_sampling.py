@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from tasks.batches import rarity_weights
-from tasks.losses import MultiLabelLoss
+from foldwise.tasks.batches import rarity_weights
+from foldwise.tasks.losses import MultiLabelLoss
 
 
 def test_bce_is_torchs_and_smoothing_pulls_targets_to_a_half():

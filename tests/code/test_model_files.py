@@ -5,9 +5,8 @@ import pickle
 
 import pytest
 import torch
+from foldwise.tasks.models import UnsafeWeights, load_weights, warm_state
 from safetensors.torch import save_file
-
-from tasks.models import UnsafeWeights, load_weights, warm_state
 
 
 class RunsCode:

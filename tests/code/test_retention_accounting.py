@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
+from foldwise.tasks.retention import freed_by_removing, human, storage_use
+
 from foldwise.config import load_config
-from tasks.retention import freed_by_removing, human, storage_use
 from tests.conftest import CONFIGS
 
 

@@ -54,7 +54,8 @@ def test_log_records_and_exceptions_are_masked(caplog):
 
 
 def test_a_deployment_refuses_a_credential_written_into_its_config():
-    from flows.deployment import build_deployment
+    from foldwise.flows.deployment import build_deployment
+
     from foldwise.config import ConfigError
 
     literal = config(name="x", database_url="postgresql+psycopg://app:hunter22@db/foldwise")

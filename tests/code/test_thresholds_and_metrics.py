@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from fastai.metrics import accuracy_multi
+from foldwise.tasks import metrics
+from foldwise.tasks.evaluate import evaluate
+from foldwise.tasks.thresholds import CURVE_POINTS, baselines, best_cut, choose_thresholds, fit
 from sklearn.metrics import average_precision_score, f1_score, fbeta_score
 
 from foldwise.config import ThresholdConfig
-from tasks import metrics
-from tasks.evaluate import evaluate
-from tasks.thresholds import CURVE_POINTS, baselines, best_cut, choose_thresholds, fit
 
 METRICS = ["fbeta_samples", "fbeta_macro", "fbeta_micro"]
 

@@ -8,13 +8,22 @@ from datetime import timedelta
 
 import pytest
 import streamlit as st
+from foldwise.db import registry, training
+from foldwise.db.models import (
+    ClassMetric,
+    ClassThreshold,
+    DataPull,
+    Prediction,
+    RejectedRow,
+    Run,
+    RunMetric,
+    Sample,
+)
+from foldwise.db.session import ensure_schema, session_scope, upgrade
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.ingest import ingest
 from sqlalchemy import select
 
-from db import registry, training
-from db.models import ClassMetric, ClassThreshold, DataPull, Prediction, RejectedRow, Run, RunMetric, Sample
-from db.session import ensure_schema, session_scope, upgrade
-from tasks.demo import deliver_drop
-from tasks.ingest import ingest
 from tests.conftest import tiny_demo_config
 from tests.dashboard.conftest import (
     FAILED_RUN,

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-
-from dashboard import present
+from foldwise.dashboard import present
 
 STAGES = [{"size": 16, "epochs": 2, "lr": 0.01}, {"size": 32, "epochs": 1, "lr": None}]
 CONFIG = {

@@ -20,17 +20,17 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from foldwise.db.models import ACTIVE, QUARANTINED, RETIRED, Prediction, Run, Sample
+from foldwise.db.session import get_engine, session_scope
+from foldwise.flows.retrain import retrain
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.images import read_image
+from foldwise.tasks.ingest import IngestError, PullSummary
 from PIL import Image
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from db.models import ACTIVE, QUARANTINED, RETIRED, Prediction, Run, Sample
-from db.session import get_engine, session_scope
-from flows.retrain import retrain
-from tasks.demo import deliver_drop
-from tasks.images import read_image
-from tasks.ingest import IngestError, PullSummary
 from tests.conftest import ROOT
 from tests.data.drops import (
     HEADER,
@@ -319,7 +319,7 @@ def id_too_long_for_a_file_name(drops):
 PULL_IN_A_PROCESS_WITHOUT_ROOTS_RIGHTS = """
 import sys
 from foldwise.config import FoldwiseConfig
-from tasks.ingest import ingest
+from foldwise.tasks.ingest import ingest
 summary = ingest(FoldwiseConfig.model_validate_json(sys.stdin.read()))
 print(summary.pull_id)
 """

@@ -12,24 +12,24 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from foldwise.cli import app
+from foldwise.db import registry
+from foldwise.db.models import FoldResult, Run
+from foldwise.db.session import session_scope
+from foldwise.flows.retrain import retrain
+from foldwise.tasks.alerts import prequential_alert
+from foldwise.tasks.cache import ImageCache
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.export import EnsembleGraph, fold_modules
+from foldwise.tasks.models import ModelError, load_model, remove_unrecorded_files
+from foldwise.tasks.predict import ensemble_probabilities, model_item_size
+from foldwise.tasks.retention import human, storage_use
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from db import registry
-from db.models import FoldResult, Run
-from db.session import session_scope
-from flows.retrain import retrain
-from foldwise.cli import app
 from foldwise.config import load_config
-from tasks.alerts import prequential_alert
-from tasks.cache import ImageCache
-from tasks.demo import deliver_drop
-from tasks.export import EnsembleGraph, fold_modules
-from tasks.models import ModelError, load_model, remove_unrecorded_files
-from tasks.predict import ensemble_probabilities, model_item_size
-from tasks.retention import human, storage_use
 from tests.code.webhook import closed_port, receiving
 from tests.conftest import CONFIGS
 

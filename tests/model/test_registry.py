@@ -7,24 +7,24 @@ import json
 
 import numpy as np
 import pytest
+from foldwise.cli import app
+from foldwise.db import registry
+from foldwise.db.models import Epoch, ModelDecision, Prediction, Sample, TrainingLock
+from foldwise.db.session import session_scope
+from foldwise.flows.predict import predict_flow
+from foldwise.flows.retrain import retrain
+from foldwise.tasks import train as train_module
+from foldwise.tasks.cache import ImageCache
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.metrics import score
+from foldwise.tasks.models import load_model
+from foldwise.tasks.predict import ensemble_probabilities, model_item_size
 from prefect.testing.utilities import prefect_test_harness
 from safetensors.torch import load_file
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from db import registry
-from db.models import Epoch, ModelDecision, Prediction, Sample, TrainingLock
-from db.session import session_scope
-from flows.predict import predict_flow
-from flows.retrain import retrain
-from foldwise.cli import app
 from foldwise.config import ThresholdConfig, load_config
-from tasks import train as train_module
-from tasks.cache import ImageCache
-from tasks.demo import deliver_drop
-from tasks.metrics import score
-from tasks.models import load_model
-from tasks.predict import ensemble_probabilities, model_item_size
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow

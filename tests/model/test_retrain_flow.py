@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 from fastai.data.core import DataLoaders
+from foldwise.db.models import ClassMetric, ClassThreshold, Epoch, FoldResult, Prediction, Run, RunMetric
+from foldwise.db.session import session_scope
+from foldwise.flows.retrain import retrain
+from foldwise.tasks import train as train_module
+from foldwise.tasks.batches import CachedBatches
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.report import build_report
+from foldwise.tasks.train import PretrainedWeightsUnavailable, build_learner
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import func, select
 
-from db.models import ClassMetric, ClassThreshold, Epoch, FoldResult, Prediction, Run, RunMetric
-from db.session import session_scope
-from flows.retrain import retrain
 from foldwise.config import load_config
-from tasks import train as train_module
-from tasks.batches import CachedBatches
-from tasks.demo import deliver_drop
-from tasks.report import build_report
-from tasks.train import PretrainedWeightsUnavailable, build_learner
 from tests.conftest import CONFIGS, TINY_TRAINING, tiny_demo_config
 
 pytestmark = pytest.mark.slow
@@ -130,7 +130,7 @@ def test_holdout_is_never_trained_on_and_predicted_by_every_fold(tmp_path, datab
     summary = retrain(config)
     assert summary.score_holdout is not None
     with session_scope(database_url) as session:
-        from db.models import Sample
+        from foldwise.db.models import Sample
 
         holdout_ids = set(session.scalars(select(Sample.id).where(Sample.is_fixed_holdout)))
         predicted = set(session.scalars(select(Prediction.sample_id).where(Prediction.split == "holdout")))

@@ -24,12 +24,12 @@ def stop_here(marker: Path, seconds: float) -> None:
 
 
 def patch(point: str, marker: Path, seconds: float) -> None:
-    import db.folds
-    import db.registry
-    import db.samples
-    import tasks.registry
-    import tasks.results
-    import tasks.train
+    import foldwise.db.folds
+    import foldwise.db.registry
+    import foldwise.db.samples
+    import foldwise.tasks.registry
+    import foldwise.tasks.results
+    import foldwise.tasks.train
 
     def after(module, name, condition=lambda arguments: True):
         """Stop after `module.name` returned (inside its transaction, if it has one)."""
@@ -45,13 +45,13 @@ def patch(point: str, marker: Path, seconds: float) -> None:
         setattr(module, name, patched)
 
     if point == "ingest":  # samples inserted, the pull's transaction not committed
-        after(db.samples, "add_events")
+        after(foldwise.db.samples, "add_events")
     elif point == "folds":  # the fold set's rows written, not committed
-        after(db.folds, "save_fold_set")
+        after(foldwise.db.folds, "save_fold_set")
     elif point == "between-folds":  # fold 0 trained and recorded, fold 1 not started
-        after(tasks.train, "train_fold", lambda arguments: arguments["fold"] == 0)
+        after(foldwise.tasks.train, "train_fold", lambda arguments: arguments["fold"] == 0)
     elif point == "mid-epoch":  # fold 0 recorded, fold 1 in the middle of its first epoch
-        build_learner, learners = tasks.train.build_learner, []
+        build_learner, learners = foldwise.tasks.train.build_learner, []
 
         class StopAfterTheFirstBatch(Callback):
             def after_batch(self):
@@ -65,13 +65,13 @@ def patch(point: str, marker: Path, seconds: float) -> None:
                 learn.add_cb(StopAfterTheFirstBatch())
             return learn
 
-        tasks.train.build_learner = patched_build_learner
+        foldwise.tasks.train.build_learner = patched_build_learner
     elif point == "thresholds":  # every fold recorded, nothing of the results
-        after(tasks.results, "choose_thresholds")
+        after(foldwise.tasks.results, "choose_thresholds")
     elif point == "gate":  # results recorded, the gate's decision written, not committed
-        after(db.registry, "add_decision")
+        after(foldwise.db.registry, "add_decision")
     elif point == "gate-scoring":  # results recorded, the models scored on the gate set, no transaction open
-        after(tasks.registry, "judge_against_champion")
+        after(foldwise.tasks.registry, "judge_against_champion")
     else:
         raise SystemExit(f"unknown point {point!r}")
 

@@ -18,6 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from foldwise.db.models import ClassThreshold, Run
+from foldwise.db.session import session_scope
+from foldwise.flows.deployment import build_deployment
+from foldwise.tasks.demo import deliver_drop
 from prefect import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -30,11 +34,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import func, select
 
-from db.models import ClassThreshold, Run
-from db.session import session_scope
-from flows.deployment import build_deployment
 from foldwise.config import build_config, load_config
-from tasks.demo import deliver_drop
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -280,26 +280,47 @@ def test_two_simultaneous_triggers_never_train_at_once(served):
 
 
 def test_prefect_yaml_deploys_the_same_deployment_as_serve(prefect_api, tmp_path):
-    """`prefect deploy` of prefect.yaml, for work-pool users, matches what `foldwise serve` registers."""
+    """`prefect deploy` of prefect.yaml, for work-pool users, matches what `foldwise serve` registers, on
+    a process pool and on a Docker pool (its job variables checked by the server against the pool's
+    template; no Docker needed)."""
     repo = CONFIGS.parent
-    spec = yaml.safe_load((repo / "prefect.yaml").read_text())["deployments"][0]
+    specs = {
+        spec["name"]: spec for spec in yaml.safe_load((repo / "prefect.yaml").read_text())["deployments"]
+    }
+    assert set(specs) == {"demo", "demo-docker"}
     shipped = load_config(CONFIGS / "demo.toml", ["service.cron='0 3 * * *'"])
-    in_yaml = build_config(spec["parameters"]["config"], repo, "prefect.yaml")  # cwd: the repo
-    assert in_yaml == shipped
+    for spec in specs.values():
+        assert build_config(spec["parameters"]["config"], repo, "prefect.yaml") == shipped  # cwd: the repo
     served = build_deployment(shipped)
 
     env = os.environ | {"PREFECT_API_URL": prefect_api, "FOLDWISE_REPO": str(repo)}
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-    for command in (["work-pool", "create", "foldwise", "--type", "process"], ["deploy", "--all"]):
+    for command in (
+        ["work-pool", "create", "foldwise", "--type", "process"],
+        ["work-pool", "create", "foldwise-docker", "--type", "docker"],
+        ["deploy", "--all"],
+    ):
         result = subprocess.run(
             prefect + command, cwd=repo, env=env, capture_output=True, text=True, timeout=300
         )
         assert result.returncode == 0, result.stdout + result.stderr
     with get_client(sync_client=True) as client:
-        deployed = client.read_deployment_by_name("retrain/demo")
-    assert deployed.work_pool_name == "foldwise" and deployed.enforce_parameter_schema
-    assert deployed.schedules[0].schedule.cron == served.schedules[0].schedule.cron
-    assert deployed.schedules[0].schedule.timezone == served.schedules[0].schedule.timezone
-    assert deployed.global_concurrency_limit.limit == served.concurrency_limit
-    assert deployed.concurrency_options.collision_strategy == served.concurrency_options.collision_strategy
-    assert deployed.parameter_openapi_schema == served._parameter_openapi_schema.model_dump(exclude_none=True)
+        process = client.read_deployment_by_name("retrain/demo")
+        docker = client.read_deployment_by_name("retrain/demo-docker")
+    assert process.work_pool_name == "foldwise" and docker.work_pool_name == "foldwise-docker"
+    for deployed in (process, docker):
+        assert deployed.entrypoint == "foldwise.flows.retrain:retrain" and deployed.enforce_parameter_schema
+        assert deployed.schedules[0].schedule.cron == served.schedules[0].schedule.cron
+        assert deployed.schedules[0].schedule.timezone == served.schedules[0].schedule.timezone
+        assert deployed.global_concurrency_limit.limit == served.concurrency_limit
+        assert (
+            deployed.concurrency_options.collision_strategy == served.concurrency_options.collision_strategy
+        )
+        assert deployed.parameter_openapi_schema == served._parameter_openapi_schema.model_dump(
+            exclude_none=True
+        )
+    # Each run's working directory: the checkout (FOLDWISE_REPO when deployed); /data, the image's volume.
+    assert process.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(repo)
+    assert docker.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/data"
+    assert docker.job_variables["image"] == "foldwise:cpu"
+    assert "${secret:foldwise-db-password}" in docker.job_variables["env"]["FOLDWISE_DATABASE_URL"]

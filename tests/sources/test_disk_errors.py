@@ -14,9 +14,9 @@ import sys
 import zipfile
 
 import pytest
+from foldwise.tasks.sources import FetchSummary, fetch
 
 from foldwise.config import load_config
-from tasks.sources import FetchSummary, fetch
 from tests.conftest import CONFIGS, ROOT
 from tests.sources.standin import planet_files, zip_bytes
 
@@ -26,7 +26,7 @@ PULL_ONCE = """
 import json, sys
 from pathlib import Path
 from foldwise.config import load_config
-from tasks.sources import fetch
+from foldwise.tasks.sources import fetch
 watched, config = Path(sys.argv[1]), load_config(sys.argv[2], sys.argv[3:])
 try:
     fetch(config)

@@ -10,12 +10,12 @@ from typing import Annotated
 from uuid import UUID
 
 import typer
+from foldwise.cli.prefect_server import turn_off_telemetry
 from typer.core import TyperGroup
 
 from foldwise import secrets
 from foldwise.config import load_config
 from foldwise.errors import FoldwiseError
-from foldwise.prefect_server import turn_off_telemetry
 
 
 class ReportFoldwiseErrors(TyperGroup):
@@ -82,7 +82,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption, set_: SetOption = None) -> None:
     """Create the schema, or upgrade it to this version's."""
-    from db.session import current_revision, upgrade
+    from foldwise.db.session import current_revision, upgrade
 
     url = load_config(config, set_).resolved_database_url()
     upgrade(url)
@@ -101,7 +101,7 @@ def demo(
     ] = None,
 ) -> None:
     """Deliver demo data (digits from scikit-learn) into the config's source folder."""
-    from tasks.demo import deliver_drop, delivered_drops
+    from foldwise.tasks.demo import deliver_drop, delivered_drops
 
     settings = load_config(config, set_)
     delivered = delivered_drops(settings.source.path)
@@ -115,8 +115,8 @@ def demo(
 @app.command()
 def ingest(config: ConfigOption, set_: SetOption = None) -> None:
     """Pull the source into the database (as a run does), under the training lock."""
-    from tasks.ingest import ingest as run_ingest
-    from tasks.runs import training_lock
+    from foldwise.tasks.ingest import ingest as run_ingest
+    from foldwise.tasks.runs import training_lock
 
     settings = load_config(config, set_)
     with training_lock(settings, "foldwise ingest"):
@@ -130,8 +130,8 @@ def samples(
     status: Annotated[str, typer.Option(help="'quarantined', 'retired' or 'all' (both).")] = "all",
 ) -> None:
     """List the samples out of the data set, with why: quarantined (image or row unusable) or retired."""
-    from db import queries
-    from db.session import ensure_schema, read_scope
+    from foldwise.db import queries
+    from foldwise.db.session import ensure_schema, read_scope
 
     if status not in ("quarantined", "retired", "all"):
         raise typer.BadParameter("must be 'quarantined', 'retired' or 'all'", param_hint="--status")
@@ -153,8 +153,8 @@ def run(
 ) -> None:
     """Run the retraining flow once and print a summary."""
     settings = load_config(config, set_)
-    from flows.retrain import retrain
-    from foldwise.prefect_server import prefect_api
+    from foldwise.cli.prefect_server import prefect_api
+    from foldwise.flows.retrain import retrain
 
     with prefect_api():
         summary = retrain(settings, force=force)
@@ -174,12 +174,17 @@ def serve(config: ConfigOption, set_: SetOption = None) -> None:
     from the Prefect UI."""
     import threading
 
-    from foldwise.prefect_server import lasting_server
+    from foldwise.cli.prefect_server import lasting_server
 
     settings = load_config(config, set_)
     lasting_server()  # before the slow imports (torch): a refusal comes at once
-    from db.session import ensure_schema
-    from flows.deployment import build_deployment, deployment_url, describe_schedule, serve_deployment
+    from foldwise.db.session import ensure_schema
+    from foldwise.flows.deployment import (
+        build_deployment,
+        deployment_url,
+        describe_schedule,
+        serve_deployment,
+    )
 
     ensure_schema(settings.resolved_database_url())
     deployment = build_deployment(settings)
@@ -208,7 +213,7 @@ def report_next_scheduled_run(deployment_id: UUID, name: str, timezone: str) -> 
     SQLAlchemy 2.1 did), and the first sign would be a missed night."""
     from zoneinfo import ZoneInfo
 
-    from flows.deployment import scheduler_loop_seconds, wait_for_scheduled_run
+    from foldwise.flows.deployment import scheduler_loop_seconds, wait_for_scheduled_run
 
     timeout = 2 * scheduler_loop_seconds() + 10
     upcoming = wait_for_scheduled_run(deployment_id, timeout)
@@ -236,7 +241,8 @@ def dashboard(
     import signal
     import subprocess
 
-    from dashboard import streamlit_command
+    from foldwise.dashboard import streamlit_command
+
     from foldwise.config import DATABASE_URL_ENV
 
     settings = load_config(config, set_)
@@ -256,8 +262,8 @@ def dashboard(
 @app.command()
 def models(config: ConfigOption, set_: SetOption = None) -> None:
     """List the models (successful runs), the champion marked, with their latest gate decision."""
-    from db import registry
-    from db.session import ensure_schema, session_scope
+    from foldwise.db import registry
+    from foldwise.db.session import ensure_schema, session_scope
 
     url = load_config(config, set_).resolved_database_url()
     ensure_schema(url)
@@ -282,7 +288,7 @@ def promote(
     reason: Annotated[str, typer.Option(help="Recorded with the decision.")] = "by hand",
 ) -> None:
     """Make a run's model the champion, whatever the gate said (recorded)."""
-    from tasks.registry import promote as promote_model
+    from foldwise.tasks.registry import promote as promote_model
 
     typer.echo(promote_model(load_config(config, set_), run_id, reason))
 
@@ -294,7 +300,7 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Recorded with the decision.")] = "by hand",
 ) -> None:
     """Make the previous champion the champion again (recorded)."""
-    from tasks.registry import rollback as rollback_model
+    from foldwise.tasks.registry import rollback as rollback_model
 
     typer.echo(rollback_model(load_config(config, set_), reason))
 
@@ -309,8 +315,8 @@ def predict(
     tta: Annotated[bool, typer.Option(help="Average with test-time augmentation.")] = False,
 ) -> None:
     """Predict labels with the champion ensemble (or a run's): the seeds' submission format."""
-    from flows.predict import predict_flow
-    from foldwise.prefect_server import prefect_api
+    from foldwise.cli.prefect_server import prefect_api
+    from foldwise.flows.predict import predict_flow
 
     settings = load_config(config, set_)
     with prefect_api():
@@ -335,8 +341,8 @@ def export(
     ] = "uint8",
 ) -> None:
     """Export an ensemble for serving: one ONNX model, and its labels, thresholds and preprocessing."""
-    from tasks.export import export_model
-    from tasks.models import resolve_model
+    from foldwise.tasks.export import export_model
+    from foldwise.tasks.models import resolve_model
 
     settings = load_config(config, set_)
     exported = export_model(resolve_model(settings, model), out, input_type)
@@ -356,7 +362,7 @@ def gc(
     dry_run: Annotated[bool, typer.Option(help="Say what would go; remove nothing.")] = False,
 ) -> None:
     """Remove the weights and predictions of runs retention does not keep, and unneeded cached images."""
-    from tasks.retention import collect_garbage_locked, storage_lines, storage_use
+    from foldwise.tasks.retention import collect_garbage_locked, storage_lines, storage_use
 
     settings = load_config(config, set_)
     report = collect_garbage_locked(settings, keep_last, dry_run)
@@ -367,7 +373,7 @@ def gc(
 @app.command()
 def storage(config: ConfigOption, set_: SetOption = None) -> None:
     """Show what the data home holds, by kind: weights, predictions, image cache, source, database."""
-    from tasks.retention import pinned_runs, storage_lines, storage_use
+    from foldwise.tasks.retention import pinned_runs, storage_lines, storage_use
 
     settings = load_config(config, set_)
     for line in storage_lines(settings, storage_use(settings)):
@@ -384,7 +390,7 @@ def pin(
     reason: Annotated[str, typer.Option(help="Shown by `foldwise storage` and gc.")] = "by hand",
 ) -> None:
     """Keep a run's files whatever retention says."""
-    from tasks.retention import pin as pin_run
+    from foldwise.tasks.retention import pin as pin_run
 
     typer.echo(pin_run(load_config(config, set_), run_id, reason))
 
@@ -396,6 +402,6 @@ def unpin(
     set_: SetOption = None,
 ) -> None:
     """Let retention decide on a pinned run's files again."""
-    from tasks.retention import unpin as unpin_run
+    from foldwise.tasks.retention import unpin as unpin_run
 
     typer.echo(unpin_run(load_config(config, set_), run_id))

@@ -114,7 +114,7 @@ def temporary_server(startup_timeout: float = 120) -> Iterator[str]:
     env |= {"PREFECT_UI_ENABLED": "false", **NO_TELEMETRY}
     with listener:
         server = subprocess.Popen(
-            [sys.executable, "-m", "foldwise.prefect_server", str(listener.fileno())],
+            [sys.executable, "-m", "foldwise.cli.prefect_server", str(listener.fileno())],
             stdin=subprocess.PIPE,  # the pipe whose end of file stops the server
             pass_fds=[listener.fileno()],
             env=env,
