@@ -1,12 +1,13 @@
 """Offline demo data: multi-digit images made from scikit-learn's bundled digits.
 
 Each image shows one or two different digits side by side, each nearly the image's height, on a
-coloured, noisy background; its labels are the digits present ("zero" ... "nine"), with skewed
-frequencies so that "eight" and "nine" are rare. A digit is drawn from a glyph that leans towards
-its class's mean (PROTOTYPE_WEIGHT): the demo must show a model learning within a minute of CPU, and
-a network trained from scratch on a few hundred images learns consistent shapes, not 8 x 8 scribbles
-(benchmarks/quality_data.py has the hard version). Data arrives in drops, like labeled batches in a
-real source folder.
+grey, noisy background; its labels are the digits present ("zero" ... "nine"), with skewed
+frequencies so that "eight" and "nine" are rare. Each digit is drawn in an ink colour of its own
+(INKS): the demo must show a network trained from scratch learning within a minute of CPU, and from a
+few hundred images the colour cue is learnt in a few epochs where 8 x 8 scribbles alone are not
+(measured: mean average precision at chance level after 8 epochs without the cue). The hard version,
+without it, is benchmarks/quality_data.py. Data arrives in drops, like labeled batches in a real
+source folder.
 """
 
 from __future__ import annotations
@@ -23,9 +24,23 @@ from sklearn.datasets import load_digits
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 DIGIT_WEIGHTS = 1.0 / np.arange(1, 11) ** 1.3  # "zero" common, "nine" rare
 IMAGE_SIZE = 64
-PROTOTYPE_WEIGHT = 0.7
 FIRST_DROP_SIZE = 1000
 LATER_DROP_SIZE = 200
+INKS = np.array(  # one per digit, "zero" to "nine": distinct on a grey background
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [0, 0, 0],
+        [255, 255, 255],
+    ],
+    dtype=float,
+)
 LABEL_FILE = "labels_drop{:02d}.csv"
 IMAGE_DIR = "images"
 
@@ -42,14 +57,11 @@ def delivered_drops(source: Path) -> list[int]:
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
-    start, end = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    ramp = np.linspace(0, 1, IMAGE_SIZE)[:, None, None]
-    angle = rng.integers(2)
-    gradient = start + (end - start) * (ramp if angle else ramp.transpose(1, 0, 2))
-    return gradient + rng.normal(0, 12, (IMAGE_SIZE, IMAGE_SIZE, 3))
+    grey = rng.uniform(90, 170)
+    return np.full((IMAGE_SIZE, IMAGE_SIZE, 3), grey) + rng.normal(0, 8, (IMAGE_SIZE, IMAGE_SIZE, 3))
 
 
-def _draw_digit(canvas: np.ndarray, glyph: np.ndarray, side: int, rng: np.random.Generator) -> None:
+def _draw_digit(canvas: np.ndarray, glyph: np.ndarray, ink: np.ndarray, side: int, rng) -> None:
     """A glyph in the left (0) or right (1) half, 26 to 32 pixels high."""
     half = IMAGE_SIZE // 2
     size = int(rng.integers(26, 33))
@@ -57,8 +69,6 @@ def _draw_digit(canvas: np.ndarray, glyph: np.ndarray, side: int, rng: np.random
     top = int(rng.integers(0, IMAGE_SIZE - size + 1))
     left = side * half + int(rng.integers(0, half - size + 1))
     region = canvas[top : top + size, left : left + size]
-    # Ink contrasting with the local background, so that every digit stays visible.
-    ink = np.where(region.mean(axis=(0, 1)) > 128, rng.uniform(0, 60, 3), rng.uniform(195, 255, 3))
     canvas[top : top + size, left : left + size] = region * (1 - alpha[..., None]) + ink * alpha[..., None]
 
 
@@ -69,7 +79,7 @@ def make_image(rng: np.random.Generator, glyphs_by_digit: list[np.ndarray]) -> t
     canvas = _background(rng)
     for digit, side in zip(digits, sides, strict=True):
         glyphs = glyphs_by_digit[digit]
-        _draw_digit(canvas, glyphs[rng.integers(len(glyphs))], int(side), rng)
+        _draw_digit(canvas, glyphs[rng.integers(len(glyphs))], INKS[digit], int(side), rng)
     return np.clip(canvas, 0, 255).astype(np.uint8), [DIGIT_NAMES[d] for d in sorted(digits)]
 
 
@@ -79,11 +89,7 @@ def deliver_drop(source: Path, seed: int = 0, n_images: int | None = None) -> Dr
     n_images = n_images or (FIRST_DROP_SIZE if number == 1 else LATER_DROP_SIZE)
     rng = np.random.default_rng([seed, number])
     digits = load_digits()
-    glyphs_by_digit = [
-        PROTOTYPE_WEIGHT * mean + (1 - PROTOTYPE_WEIGHT) * instances
-        for instances in (digits.images[digits.target == d] for d in range(10))
-        for mean in [instances.mean(axis=0)]
-    ]
+    glyphs_by_digit = [digits.images[digits.target == d] for d in range(10)]
     image_dir = source / IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
     rows = []

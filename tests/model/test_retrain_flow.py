@@ -2,6 +2,7 @@
 
 import random
 import threading
+import tomllib
 from importlib.metadata import version
 
 import numpy as np
@@ -82,7 +83,9 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
             select(RunMetric).where(RunMetric.run_id == run.id, RunMetric.split == "oof")
         )
         assert overall.score == pytest.approx(first.score_oof) and overall.metric == "fbeta_samples"
-        assert overall.score_in_sample >= 0 and 0 < overall.baseline_all <= 1 and 0 < overall.baseline_prior <= 1
+        assert (
+            overall.score_in_sample >= 0 and 0 < overall.baseline_all <= 1 and 0 < overall.baseline_prior <= 1
+        )
         assert run.threshold_strategy in ("per-class", "global") and "cross-fitted" in run.threshold_reason
         assert session.scalar(select(func.count()).where(ClassMetric.run_id == run.id)) == len(run.vocabulary)
     assert (tmp_path / "runs" / str(first.run_id) / "fold1.safetensors").is_file()
@@ -98,8 +101,7 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
         assert session.get_one(Run, third.run_id).dataset_size == 60
         vocabulary = session.get_one(Run, third.run_id).vocabulary
         oof_scores = {
-            m.run_id: m.score
-            for m in session.scalars(select(RunMetric).where(RunMetric.split == "oof"))
+            m.run_id: m.score for m in session.scalars(select(RunMetric).where(RunMetric.split == "oof"))
         }
 
     # The run report (published as Prefect artifacts): the skip's reason, the comparison with run 1.
@@ -156,7 +158,9 @@ def test_offline_pretrained_weights_give_a_clear_error(tmp_path, monkeypatch):
         CONFIGS / "demo.toml", [f"source.path={tmp_path / 'source'}", "model.pretrained=true", *TINY]
     )
     pixels = np.zeros((8, 20, 20, 3), dtype=np.uint8)
-    batches = CachedBatches(pixels, np.arange(8), np.zeros((8, 1), np.float32), 16, config, torch.device("cpu"), False)
+    batches = CachedBatches(
+        pixels, np.arange(8), np.zeros((8, 1), np.float32), 16, config, torch.device("cpu"), False
+    )
     with pytest.raises(
         PretrainedWeightsUnavailable, match="cannot download weights for resnet18.*model.pretrained=false"
     ):
@@ -187,3 +191,30 @@ def test_same_inputs_and_seed_give_the_same_thresholds(tmp_path):
         assert thresholds(first.run_id) == thresholds(second.run_id)
         runs = session.scalars(select(Run).order_by(Run.id)).all()
         assert runs[0].fold_set_id != runs[1].fold_set_id
+
+
+def test_the_demo_config_learns(tmp_path):
+    """Issue 14: the demo's own settings (not the tests' tiny ones) learn its first drop: the
+    cross-fitted out-of-fold score is far above predicting every label, and above the label priors.
+    Its first stage only, on 2 folds: the whole demo (`make demo`) is too long for the suite."""
+    first_stage = tomllib.loads((CONFIGS / "demo.toml").read_text())["train"]["stages"][0]
+    database_url = f"sqlite:///{tmp_path / 'foldwise.db'}"
+    config = load_config(
+        CONFIGS / "demo.toml",
+        [
+            f"source.path={tmp_path / 'source'}",
+            f"data_home={tmp_path}",
+            f"database_url={database_url}",
+            "folds.n_folds=2",
+            f"train.stages=[{{size={first_stage['size']}, epochs={first_stage['epochs']}, lr={first_stage['lr']}}}]",
+            NO_GATE,
+        ],
+    )
+    deliver_drop(config.source.path)  # the demo's first drop
+    summary = retrain(config)
+    with session_scope(database_url) as session:
+        overall = session.scalar(
+            select(RunMetric).where(RunMetric.run_id == summary.run_id, RunMetric.split == "oof")
+        )
+        assert overall.score >= overall.baseline_all + 0.15, (overall.score, overall.baseline_all)
+        assert overall.score > overall.baseline_prior + 0.05, (overall.score, overall.baseline_prior)
