@@ -158,7 +158,8 @@ def run(
 
     with prefect_api():
         summary = retrain(settings, force=force)
-    line = f"run {summary.run_id}: {summary.status} ({summary.reason})"
+    line = f"run {summary.run_id}: {summary.status}"
+    line += f", {summary.gate} (trained: {summary.reason})" if summary.gate else f" ({summary.reason})"
     if summary.score_oof is not None:
         line += f", OOF {summary.metric} {summary.score_oof:.4f} (cross-fitted)"
     if summary.score_holdout is not None:

@@ -249,6 +249,9 @@ class FoldResult(Base):
     predictions_path: Mapped[str] = mapped_column(Text, server_default="")
     fingerprint: Mapped[str] = mapped_column(String(64), server_default="", index=True)
     reused_from_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    # When it trained (UTC): folds on a cluster train at the same time; unset for folds recorded before.
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
 
 
 class Prediction(Base):

@@ -23,6 +23,10 @@ from sqlalchemy.orm import Session
 RUNNING, SUCCEEDED, SKIPPED, FAILED, CRASHED = "running", "succeeded", "skipped", "failed", "crashed"
 ENDED_UNFINISHED = (FAILED, CRASHED)  # their recorded folds may be reused by a later run
 LOCK_NAME = "training"
+# Folds training at once (on a Ray cluster) add to their run's notes and phase times: read and write
+# the run row under a row lock (PostgreSQL; SQLite's writers queue anyway). NO KEY UPDATE, so that it
+# does not wait on, or deadlock with, the key-share locks that inserting fold rows takes on the run.
+CONCURRENT_FOLDS = {"key_share": True}
 EPOCH_FIELDS = {
     "train_loss": "train_loss",
     "valid_loss": "valid_loss",
@@ -82,12 +86,12 @@ def fail_running_run(*, session: Session, run_id: int, status: str, reason: str)
 
 
 def add_note(*, session: Session, run_id: int, note: str) -> None:
-    run = session.get_one(Run, run_id)
+    run = session.get_one(Run, run_id, with_for_update=CONCURRENT_FOLDS)
     run.notes = [*run.notes, note]
 
 
 def add_phase_seconds(*, session: Session, run_id: int, phase: str, seconds: float) -> None:
-    run = session.get_one(Run, run_id)
+    run = session.get_one(Run, run_id, with_for_update=CONCURRENT_FOLDS)
     run.phase_seconds = run.phase_seconds | {phase: round(run.phase_seconds.get(phase, 0.0) + seconds, 3)}
 
 

@@ -2,7 +2,8 @@
 reuse it) -> thresholds, metrics, record -> champion gate -> retention (if on) -> release -> alerts ->
 report.
 
-Its parameter is the configuration model, so the Prefect UI shows a typed form.
+Its parameter is the configuration model, so the Prefect UI shows a typed form; or a config file's path,
+for deployments that name one (prefect.yaml).
 """
 
 from __future__ import annotations
@@ -12,13 +13,25 @@ from dataclasses import replace
 from functools import partial
 
 from foldwise.flows import task
-from foldwise.tasks import alerts, folds, ingest, models, registry, report, results, retention, runs, train
+from foldwise.tasks import (
+    alerts,
+    executors,
+    folds,
+    ingest,
+    models,
+    registry,
+    report,
+    results,
+    retention,
+    runs,
+    train,
+)
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from foldwise import secrets
-from foldwise.config import FoldwiseConfig
+from foldwise.config import ConfigError, FoldwiseConfig, load_config
 
 start_run = task(runs.start_run, name="start-run")
 claim_training = task(runs.claim_training, name="claim-training")
@@ -30,27 +43,12 @@ skip_run = task(runs.skip_run, name="skip-run")
 build_folds = task(folds.build_folds, name="build-folds")
 find_warm_start = task(models.warm_start_source, name="find-warm-start")
 train_fold = task(train.train_fold, name="train-fold", task_run_name="train-fold-{fold}")
+train_fold_on_ray = task(executors.train_fold_on_node, name="train-fold", task_run_name="train-fold-{fold}")
 record_results = task(results.record_results, name="record-results")
 gate_candidate = task(registry.gate_candidate, name="champion-gate")
 publish_report = task(report.publish_report, name="publish-report")
 apply_retention = task(retention.after_run, name="retention")
 send_alerts = task(alerts.send_run_alerts, name="send-alerts")
-
-
-def train_folds(
-    config: FoldwiseConfig, run_id: int, fold_set_id: int, warm_from: int | None
-) -> list[train.FoldOutput]:
-    minutes = config.train.fold_timeout_minutes
-    train_one = train_fold.with_options(timeout_seconds=minutes * 60 if minutes else None)
-    outputs = []
-    for fold in range(config.folds.n_folds):
-        try:
-            outputs.append(train_one(config, run_id, fold_set_id, fold, warm_from))
-        except TimeoutError:
-            raise runs.TimedOut(
-                f"fold {fold} timed out after {minutes:g} minutes (train.fold_timeout_minutes)"
-            ) from None
-    return outputs
 
 
 def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunSummary:
@@ -72,11 +70,16 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     with phase("folds"):
         fold_set_id = build_folds(config, pull.dataset_version)
     warm_from = find_warm_start(config, run_id, fold_set_id)
-    outputs = train_folds(config, run_id, fold_set_id, warm_from)  # each fold records its own time
+    # Each fold records its own time.
+    if config.service.executor == "ray":
+        outputs = executors.train_folds_on_ray(config, train_fold_on_ray, run_id, fold_set_id, warm_from)
+    else:
+        outputs = executors.train_folds_here(config, train_fold, run_id, fold_set_id, warm_from)
     with phase("thresholds and records"):
         summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
     with phase("gate"):
-        gate_candidate(config, run_id)
+        verdict = gate_candidate(config, run_id)
+    summary = replace(summary, gate=verdict.reason)
     if config.retention.after_each_run:
         apply_retention(config)
     return summary
@@ -86,8 +89,16 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     name="retrain",
     description="Pull new labeled data, retrain the fold ensemble, record thresholds and metrics.",
 )
-def retrain(config: FoldwiseConfig, force: bool = False) -> runs.RunSummary:
+def retrain(
+    config: FoldwiseConfig | None = None, force: bool = False, config_file: str | None = None
+) -> runs.RunSummary:
+    """Give `config` (the settings: a form in the Prefect UI) or `config_file` (a TOML file, its path relative
+    to the run's working directory: a deployment's pull step sets it), not both."""
     secrets.install_log_masking()  # also in deployment runs, which Prefect starts in processes of its own
+    if (config is None) == (config_file is None):
+        raise ConfigError("the retrain flow takes `config` or `config_file`: give exactly one")
+    if config_file is not None:
+        config = load_config(config_file)
     started = time.perf_counter()
     run_id = start_run(config, flow_run_id=flow_run.get_id())
     error = None

@@ -353,6 +353,11 @@ class ServiceConfig(Section):
     run_timeout_minutes: float | None = Field(
         None, gt=0, description="A run that lasts longer fails (the lock is freed); unset: none."
     )
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="Where folds train: one after another in the run's process (local), or at the same "
+        "time on a Ray cluster (ray: see the ray section; pip install 'foldwise[ray]').",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -368,6 +373,34 @@ class ServiceConfig(Section):
         if self.cron and self.interval_minutes:
             raise ValueError("set service.cron or service.interval_minutes, not both")
         return self
+
+
+class RayConfig(Section):
+    """Folds on a Ray cluster (`service.executor = "ray"`): each fold is a Prefect task that reserves
+    these resources, so Ray runs as many at once as the cluster has room for."""
+
+    address: str | None = Field(
+        None,
+        description="A running cluster to join: 'auto' (RAY_ADDRESS's, or the one this node belongs to), "
+        "'host:6379', or 'ray://host:10001' (Ray Client); unset: each run starts a local cluster of its own, "
+        "sized for this machine.",
+    )
+    num_cpus: float = Field(
+        1.0, gt=0, description="CPUs each fold reserves; Ray sets its torch threads to match."
+    )
+    num_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs each fold reserves; a fraction packs folds onto one GPU (0.5: two at a time). "
+        "Unset: 1 when the cluster has GPUs and train.device is not cpu, else 0.",
+    )
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_above_one(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and not value.is_integer():
+            raise ValueError("a fold may reserve a fraction of one GPU, or whole GPUs (Ray's rule)")
+        return value
 
 
 AlertEvent = Literal["failed", "rejected", "promoted", "gate-failed", "prequential-drop"]
@@ -453,6 +486,7 @@ class FoldwiseConfig(Section):
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     alerts: AlertConfig = Field(default_factory=AlertConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
@@ -462,6 +496,16 @@ class FoldwiseConfig(Section):
         if names and vocab and not set(names.values()) <= set(vocab):
             missing = sorted(set(names.values()) - set(vocab))
             raise ValueError(f"data.label_names maps to names outside data.vocabulary: {missing}")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_gives_each_fold_its_gpus(self) -> FoldwiseConfig:
+        device = self.train.device
+        if self.service.executor == "ray" and device.startswith("cuda:") and device != "cuda:0":
+            raise ValueError(
+                f"train.device = {device!r}: on Ray a fold sees only the GPUs Ray gives it; set "
+                "train.device to auto or cuda, and the GPUs per fold with ray.num_gpus"
+            )
         return self
 
     @field_serializer("database_url")

@@ -74,6 +74,7 @@ class RunSummary:
     score_holdout: float | None = None
     metric: str | None = None  # its name, e.g. "F2 (samples)"
     seconds: float | None = None
+    gate: str | None = None  # the champion gate's decision, e.g. "promoted: the first model"
 
 
 def package_versions() -> dict[str, str]:

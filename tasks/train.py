@@ -16,6 +16,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from foldwise.db import folds as fold_store
 from foldwise.db import samples as sample_store
 from foldwise.db import training as training_store
 from foldwise.db.folds import HOLDOUT
+from foldwise.db.models import utcnow
 from foldwise.db.session import session_scope, write_with_retries
 from foldwise.tasks.batches import CachedBatches, multi_hot, rarity_weights
 from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
@@ -71,6 +73,8 @@ class FoldOutput:
     n_train: int
     n_valid: int
     seconds: float
+    started_at: datetime | None  # when it trained (UTC); a reused fold's are those of its training
+    finished_at: datetime | None
     reused_from: int | None = None  # the unfinished run that trained it, when reused
 
 
@@ -405,6 +409,8 @@ def reuse_fold(config: FoldwiseConfig, run_id: int, fold: int, fingerprint: str)
         found.n_train,
         found.n_valid,
         found.seconds,
+        found.started_at,
+        found.finished_at,
         reused_from=found.run_id,
     )
     link_or_copy(Path(found.weights_path), output.weights_path)
@@ -435,6 +441,8 @@ def record_fold(
         predictions_path=str(output.predictions_path),
         fingerprint=fingerprint,
         reused_from_run_id=output.reused_from,
+        started_at=output.started_at,
+        finished_at=output.finished_at,
     )
     for epoch in epochs:
         training_store.add_epoch(session=session, run_id=run_id, fold=output.fold, **epoch)
@@ -448,7 +456,7 @@ def train_fold(
 
     The fold's files are written whole, then its row (with any epoch row that could not be written
     on the way) in one transaction: a later run finds it there if this one dies."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), utcnow()
     url = config.resolved_database_url()
     log = get_logger(__name__)
     with session_scope(url) as session:
@@ -485,7 +493,7 @@ def train_fold(
             unwritten_epochs.append(values)
 
     seed = config.folds.seed + fold
-    set_seed(seed, reproducible=config.train.deterministic)  # same inputs and seed: same weights on CPU
+    set_seed(seed, reproducible=config.train.deterministic)  # same inputs and seed: same weights on a CPU in fp32
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not config.train.deterministic
     learn = None
@@ -526,7 +534,14 @@ def train_fold(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     output = FoldOutput(
-        fold, weights_path, predictions_path, n_train, int(valid.sum()), time.perf_counter() - started
+        fold,
+        weights_path,
+        predictions_path,
+        n_train,
+        int(valid.sum()),
+        time.perf_counter() - started,
+        started_at,
+        utcnow(),
     )
     write_with_retries(
         url, lambda session: record_fold(session, run_id, output, fingerprint, unwritten_epochs)
