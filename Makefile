@@ -36,3 +36,13 @@ bench: setup  ## run the benchmarks
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_dashboard.py
 	$(BIN)/python benchmarks/bench_warm_start.py
+
+.PHONY: docker-base docker-constraints docker-smoke
+docker-base:  ## build the local Debian bookworm base image (debootstrap; needs root)
+	docker/build-base.sh
+
+docker-constraints: setup  ## write docker/constraints.txt (the image's versions) from the tested .venv
+	$(BIN)/python docker/constraints.py
+
+docker-smoke: setup  ## build the images, run the compose stack end to end (a demo run), tear it down
+	docker/smoke.sh

@@ -34,7 +34,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import func, select
 
-from foldwise.config import build_config, load_config
+from foldwise.config import load_config
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -282,15 +282,14 @@ def test_two_simultaneous_triggers_never_train_at_once(served):
 def test_prefect_yaml_deploys_the_same_deployment_as_serve(prefect_api, tmp_path):
     """`prefect deploy` of prefect.yaml, for work-pool users, matches what `foldwise serve` registers, on
     a process pool and on a Docker pool (its job variables checked by the server against the pool's
-    template; no Docker needed)."""
+    template; no Docker needed). Each names its config file, which must load."""
     repo = CONFIGS.parent
     specs = {
         spec["name"]: spec for spec in yaml.safe_load((repo / "prefect.yaml").read_text())["deployments"]
     }
     assert set(specs) == {"demo", "demo-docker"}
-    shipped = load_config(CONFIGS / "demo.toml", ["service.cron='0 3 * * *'"])
-    for spec in specs.values():
-        assert build_config(spec["parameters"]["config"], repo, "prefect.yaml") == shipped  # cwd: the repo
+    assert specs["demo"]["parameters"]["config_file"] == "configs/demo.toml"  # relative to the checkout
+    shipped = load_config(repo / specs["demo"]["parameters"]["config_file"], ["service.cron='0 3 * * *'"])
     served = build_deployment(shipped)
 
     env = os.environ | {"PREFECT_API_URL": prefect_api, "FOLDWISE_REPO": str(repo)}
@@ -316,11 +315,20 @@ def test_prefect_yaml_deploys_the_same_deployment_as_serve(prefect_api, tmp_path
         assert (
             deployed.concurrency_options.collision_strategy == served.concurrency_options.collision_strategy
         )
-        assert deployed.parameter_openapi_schema == served._parameter_openapi_schema.model_dump(
-            exclude_none=True
-        )
+        # The same form; `serve` passes `config`, so its schema may list it as required.
+        schema = served._parameter_openapi_schema.model_dump(exclude_none=True)
+        if not schema.get("required"):
+            schema.pop("required", None)
+        deployed_schema = dict(deployed.parameter_openapi_schema)
+        if not deployed_schema.get("required"):
+            deployed_schema.pop("required", None)
+        assert deployed_schema == schema
     # Each run's working directory: the checkout (FOLDWISE_REPO when deployed); /data, the image's volume.
     assert process.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(repo)
     assert docker.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/data"
     assert docker.job_variables["image"] == "foldwise:cpu"
     assert "${secret:foldwise-db-password}" in docker.job_variables["env"]["FOLDWISE_DATABASE_URL"]
+    # The Docker run's config: the stack's demo file, mounted where its config_file parameter points.
+    assert specs["demo-docker"]["parameters"]["config_file"] == "/config/foldwise.toml"
+    assert f"{repo}/docker/demo.toml:/config/foldwise.toml:ro" in docker.job_variables["volumes"]
+    assert load_config(repo / "docker" / "demo.toml").data_home == Path("/data/demo")
