@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 from foldwise.dashboard import present
-from foldwise.db import queries, registry, training
+from foldwise.db import prequential, queries, registry, training
 from foldwise.db.models import Run
 from foldwise.db.session import current_revision, head_revision, read_scope
 from sqlalchemy.engine import make_url
@@ -201,6 +201,13 @@ def fold_label_counts(url: str, fold_set_id: int) -> pd.DataFrame:
 def data_pulls(url: str) -> pd.DataFrame:
     with read_scope(url) as session:
         return pd.DataFrame(queries.data_pulls(session=session))
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def prequential_scores(url: str) -> pd.DataFrame:
+    """The champion's score on each pull's new samples, oldest first, its own OOF score beside it."""
+    with read_scope(url) as session:
+        return pd.DataFrame(prequential.scores(session=session))
 
 
 @st.cache_data(ttl=TTL_SECONDS)

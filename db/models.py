@@ -310,3 +310,22 @@ class RunMetric(Base):
     f1_macro: Mapped[float]
     mean_average_precision: Mapped[float | None]
     accuracy_multi: Mapped[float]
+
+
+class PrequentialScore(Base):
+    """How the champion did on a pull's new labeled samples, predicted before any model trained on them:
+    the deployed model's field score. `classes`: per-class support, precision, recall, F1, F-beta;
+    `label_shift`: each label's share of the new samples against its share of the rest of the data set."""
+
+    __tablename__ = "prequential_scores"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))  # the run that pulled
+    champion_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(20))
+    beta: Mapped[float]
+    score: Mapped[float]
+    n_samples: Mapped[int]
+    classes: Mapped[list[Any]]
+    label_shift: Mapped[dict[str, Any]]

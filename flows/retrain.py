@@ -1,6 +1,6 @@
-"""The `retrain` flow: claim -> tidy up after crashes -> pull -> decide -> folds -> train each fold (or
-reuse it) -> thresholds, metrics, record -> champion gate -> retention (if on) -> release -> alerts ->
-report.
+"""The `retrain` flow: claim -> tidy up after crashes -> pull -> decide -> the champion scores the pull's
+new samples (prequential) -> folds -> train each fold (or reuse it; here or on Ray) -> thresholds,
+metrics, record -> champion gate -> retention (if on) -> release -> alerts -> report.
 
 Its parameter is the configuration model, so the Prefect UI shows a typed form; or a config file's path,
 for deployments that name one (prefect.yaml).
@@ -19,6 +19,7 @@ from foldwise.tasks import (
     folds,
     ingest,
     models,
+    prequential,
     registry,
     report,
     results,
@@ -39,6 +40,7 @@ remove_leftovers = task(models.remove_unrecorded_files, name="remove-leftovers")
 gate_earlier_runs = task(registry.gate_ungated_runs, name="gate-earlier-runs")
 pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=ingest.retry_pull)
 decide = task(runs.decide, name="decide")
+score_new_samples = task(prequential.score_new_samples, name="prequential-score")
 skip_run = task(runs.skip_run, name="skip-run")
 build_folds = task(folds.build_folds, name="build-folds")
 find_warm_start = task(models.warm_start_source, name="find-warm-start")
@@ -65,6 +67,7 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
             retry_jitter_factor=0.5,
         )(config)
     decision = decide(config, pull, force)
+    score_new_samples(config, run_id, pull)  # the champion on the new samples, before any training on them
     if not decision.train:
         return skip_run(config, run_id, pull, decision.reason)
     with phase("folds"):

@@ -109,6 +109,92 @@ def decisions_table(decisions: list[dict]) -> pd.DataFrame:
     )
 
 
+def prequential_figure(scores: pd.DataFrame) -> go.Figure:
+    """The champion's score on each pull's new samples, before training on them, over time; the
+    champion's own out-of-fold score is the reference it is held to."""
+    name = present.metric_name(scores["metric"].iloc[-1], scores["beta"].iloc[-1])
+    hover = [
+        f"pull {r.pull_id}: champion run {r.champion_run_id} on {r.n_samples} new samples"
+        for r in scores.itertuples()
+    ]
+    figure = go.Figure()
+    figure.add_scatter(
+        x=scores["created_at"],
+        y=scores["champion_score_oof"],
+        mode="lines+markers",
+        line_shape="hv",
+        name="the champion's OOF (reference)",
+        line={"color": charts.PALETTE[0], "dash": "dash"},
+        text=[f"champion run {c}" for c in scores["champion_run_id"]],
+        hovertemplate="%{text}: OOF %{y:.4f}<extra></extra>",
+    )
+    figure.add_scatter(
+        x=scores["created_at"],
+        y=scores["score"],
+        mode="lines+markers",
+        name="on the pull's new samples",
+        line={"color": charts.PALETTE[1]},
+        marker={"size": 10},
+        text=hover,
+        hovertemplate="%{text}<br>%{y:.4f}<extra></extra>",
+    )
+    figure.update_xaxes(**charts.TIME_AXIS)
+    figure.update_yaxes(**charts.SCORE_AXIS)
+    return charts.styled(figure, f"Prequential {name} of each pull", "scored at (UTC)", name, height=340)
+
+
+def prequential_section(url: str) -> None:
+    st.subheader("Prequential score: the champion on new data")
+    st.caption(
+        "Before a run trains on a pull's new labeled samples, the champion predicts them with its own "
+        "thresholds: how the deployed model does on data it never saw, and a drift signal."
+    )
+    scores = data.prequential_scores(url)
+    if scores.empty:
+        st.caption(
+            "No prequential score yet: one is recorded when a pull adds labeled samples and a champion "
+            "exists."
+        )
+        return
+    st.plotly_chart(prequential_figure(scores), key="prequential_over_time", config=charts.CONFIG)
+    latest = scores.iloc[-1]
+    st.caption(
+        f"Latest: pull {latest['pull_id']}, champion run {latest['champion_run_id']} scored "
+        f"{present.score(latest['score'])} on {latest['n_samples']} new samples (its OOF "
+        f"{present.score(latest['champion_score_oof'])})"
+    )
+    classes = pd.DataFrame(latest["classes"]).set_index("label")
+    fbeta = f"F{latest['beta']:g}"
+    bars = classes[["precision", "recall", "fbeta"]].rename(columns={"fbeta": fbeta})
+    shift = pd.DataFrame(latest["label_shift"]).T.rename(
+        columns={"new": "new samples", "before": "rest of the data set"}
+    )
+    left, right = st.columns(2)
+    left.plotly_chart(
+        charts.grouped_bars(bars, f"Per class on pull {latest['pull_id']}'s new samples", "score"),
+        key="prequential_classes",
+        config=charts.CONFIG,
+    )
+    right.plotly_chart(
+        charts.grouped_bars(
+            shift[["new samples", "rest of the data set"]],
+            f"Label shift of pull {latest['pull_id']}",
+            "share of samples",
+            first_color=3,
+        ),
+        key="label_shift",
+        config=charts.CONFIG,
+    )
+    table = classes.rename(columns={"fbeta": fbeta, "known": "known to the champion"})
+    st.dataframe(
+        table[["support", "precision", "recall", fbeta, "f1", "known to the champion"]],
+        key="prequential_table",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.4f") for c in ("precision", "recall", fbeta, "f1")
+        },
+    )
+
+
 def render(url: str) -> None:
     st.title("Overview")
     runs = data.runs(url)
@@ -137,6 +223,7 @@ def render(url: str) -> None:
 
     if runs["score_oof"].notna().any():
         st.plotly_chart(scores_figure(runs, champion_id), key="fbeta_over_time", config=charts.CONFIG)
+    prequential_section(url)
     if decisions:
         st.subheader("Champion decisions")
         st.caption(

@@ -14,6 +14,7 @@ from foldwise.db.models import (
     ClassThreshold,
     DataPull,
     Prediction,
+    PrequentialScore,
     RejectedRow,
     Run,
     RunMetric,
@@ -22,7 +23,7 @@ from foldwise.db.models import (
 from foldwise.db.session import ensure_schema, session_scope, upgrade
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.ingest import ingest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from tests.conftest import tiny_demo_config
 from tests.dashboard.conftest import (
@@ -140,6 +141,44 @@ def test_overview_explains_the_champion(monkeypatch, filled_database):
     decisions = table(app, "why")
     assert decisions["run"].tolist() == [2, 1] and decisions["why"].iloc[-1] == "promoted: the first model"
     assert chart(app, "size_over_time")["data"][0]["y"] == [40, 52, 52]
+
+
+def test_overview_trends_the_prequential_score_with_its_per_class_detail_and_label_shift(
+    monkeypatch, filled_database, tmp_path
+):
+    with session_scope(filled_database) as session:  # run 2's pull: 12 new samples, scored by run 1
+        [row] = session.scalars(select(PrequentialScore)).all()
+        champion_oof = session.get_one(RunMetric, (row.champion_run_id, "oof")).score
+        expected = (row.pull_id, row.champion_run_id, row.n_samples, row.score, row.classes, row.label_shift)
+    pull_id, champion_id, n_samples, score, classes, shift = expected
+    assert (champion_id, n_samples) == (1, 12)
+    app = open_app(monkeypatch, filled_database)
+    series = {trace["name"]: trace for trace in chart(app, "prequential_over_time")["data"]}
+    assert series["on the pull's new samples"]["y"] == pytest.approx([score])
+    assert series["the champion's OOF (reference)"]["y"] == pytest.approx([champion_oof])
+    assert chart(app, "prequential_over_time")["layout"]["yaxis"]["range"] == [-0.02, 1.02]
+    assert (
+        f"Latest: pull {pull_id}, champion run 1 scored {score:.4f} on 12 new samples "
+        f"(its OOF {champion_oof:.4f})" in app.caption.values
+    )
+    bars = {trace["name"]: trace for trace in chart(app, "prequential_classes")["data"]}
+    assert bars["recall"]["x"] == [c["label"] for c in classes]
+    assert bars["F2"]["y"] == pytest.approx([c["fbeta"] for c in classes])
+    shares = {
+        trace["name"]: dict(zip(trace["x"], trace["y"], strict=True))
+        for trace in chart(app, "label_shift")["data"]
+    }
+    assert shares["new samples"] == pytest.approx({label: s["new"] for label, s in shift.items()})
+    assert shares["rest of the data set"] == pytest.approx({label: s["before"] for label, s in shift.items()})
+    assert table(app, "support")["support"].sum() == sum(c["support"] for c in classes)
+
+    # Before any pull brings new samples to a champion: the section says so.
+    url = copy_database(filled_database, tmp_path)
+    with session_scope(url) as session:
+        session.execute(delete(PrequentialScore))
+    app = open_app(monkeypatch, url)
+    assert any(caption.startswith("No prequential score yet") for caption in app.caption.values)
+    assert "prequential_over_time" not in " ".join(charts(app))
 
 
 def test_every_run_wears_its_outcome(monkeypatch, operator_database):

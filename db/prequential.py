@@ -1,0 +1,81 @@
+"""Data access for prequential scores: which samples a pull brought, and the champion's score on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from foldwise.db.models import ACTIVE, PrequentialScore, RunMetric, Sample, SampleEvent
+from foldwise.db.samples import ADDED
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+
+def added_sample_ids(*, session: Session, pull_id: int) -> list[int]:
+    """The samples this pull added that are still in the data set, in id order."""
+    return list(
+        session.scalars(
+            select(SampleEvent.sample_id)
+            .join(Sample, Sample.id == SampleEvent.sample_id)
+            .where(SampleEvent.pull_id == pull_id, SampleEvent.kind == ADDED, Sample.status == ACTIVE)
+            .order_by(SampleEvent.sample_id)
+        )
+    )
+
+
+def add_score(
+    *,
+    session: Session,
+    pull_id: int,
+    run_id: int,
+    champion_run_id: int,
+    metric: str,
+    beta: float,
+    score: float,
+    n_samples: int,
+    classes: list[dict[str, Any]],
+    label_shift: dict[str, dict[str, float]],
+) -> int:
+    row = PrequentialScore(
+        pull_id=pull_id,
+        run_id=run_id,
+        champion_run_id=champion_run_id,
+        metric=metric,
+        beta=beta,
+        score=score,
+        n_samples=n_samples,
+        classes=classes,
+        label_shift=label_shift,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def scores(*, session: Session) -> list[dict[str, Any]]:
+    """Every prequential score, oldest first, with the champion's own out-of-fold score beside it."""
+    champion_oof = aliased(RunMetric)
+    rows = session.execute(
+        select(PrequentialScore, champion_oof.score)
+        .outerjoin(
+            champion_oof,
+            (champion_oof.run_id == PrequentialScore.champion_run_id) & (champion_oof.split == "oof"),
+        )
+        .order_by(PrequentialScore.id)
+    )
+    return [
+        {
+            "id": row.id,
+            "created_at": row.created_at,
+            "pull_id": row.pull_id,
+            "run_id": row.run_id,
+            "champion_run_id": row.champion_run_id,
+            "metric": row.metric,
+            "beta": row.beta,
+            "score": row.score,
+            "n_samples": row.n_samples,
+            "classes": row.classes,
+            "label_shift": row.label_shift,
+            "champion_score_oof": oof,
+        }
+        for row, oof in rows
+    ]
