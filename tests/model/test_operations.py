@@ -47,6 +47,7 @@ def overrides(home: Path, *extra: str) -> list[str]:
         f"database_url=sqlite:///{home / 'f.db'}",
         "folds.n_folds=2",
         "train.batch_size=16",
+        "train.mixed_precision='off'",  # PyTorch's fp32 predictions are the export's reference
         "gate.fraction=0",  # every run is promoted: a known champion stack for retention
         f'alerts.apprise_urls=["${{env:{ALERT_ENV}}}", "${{env:{DEAD_ENV}}}"]',
         f'alerts.prefect_blocks=["{BLOCK}"]',
