@@ -30,7 +30,7 @@ browser:  ## Debian's headless chromium + chromedriver for the browser tests (in
 		echo "no chromium could be installed: the browser tests will be skipped"
 
 test: setup lint browser  ## run the test suite (SQLite and the PostgreSQL server on 127.0.0.1:5432)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: setup  ## run the benchmarks
 	$(BIN)/python benchmarks/bench_ingest.py

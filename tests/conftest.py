@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,11 @@ TINY_TRAINING = [
 CONFIGS = ROOT / "configs"
 FORMATS = Path(__file__).parent / "data" / "formats"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from test servers
+# A Prefect home per test process (the temporary servers' database, profiles), set before any test
+# imports Prefect: the tests never touch the user's ~/.prefect, and parallel workers (`make test` runs
+# two) never share a SQLite database.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="foldwise-tests-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 POSTGRES_ADMIN_URL = os.environ.get("FOLDWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
