@@ -63,6 +63,15 @@ def score(value: float | None) -> str:
     return MISSING if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
+def size(n_bytes: float) -> str:
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None or math.isnan(seconds):
         return MISSING

@@ -179,6 +179,8 @@ class Run(Base):
     phase_seconds: Mapped[dict[str, Any]] = mapped_column(
         default=dict, server_default="{}"
     )  # where the time went
+    # The data home's bytes by kind when the run ended (a run that trained): storage use over time.
+    storage_bytes: Mapped[dict[str, Any] | None]
     # The champion whose weights each fold started from: its training data is this model's too.
     warm_start_from: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     vocabulary: Mapped[list[Any] | None]

@@ -77,6 +77,7 @@ def runs_overview(*, session: Session) -> list[dict[str, Any]]:
             Run.started_at,
             Run.finished_at,
             Run.dataset_size,
+            Run.storage_bytes,
             Run.beta,
             oof.fbeta_samples.label("fbeta_oof"),
             holdout.fbeta_samples.label("fbeta_holdout"),

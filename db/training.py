@@ -95,6 +95,10 @@ def add_phase_seconds(*, session: Session, run_id: int, phase: str, seconds: flo
     run.phase_seconds = run.phase_seconds | {phase: round(run.phase_seconds.get(phase, 0.0) + seconds, 3)}
 
 
+def set_storage_bytes(*, session: Session, run_id: int, use: dict[str, int]) -> None:
+    session.get_one(Run, run_id).storage_bytes = use
+
+
 def running_runs(*, session: Session) -> list[Run]:
     return list(session.scalars(select(Run).where(Run.status == RUNNING).order_by(Run.id)))
 

@@ -1,6 +1,6 @@
 """The `retrain` flow: claim -> tidy up after crashes -> pull -> decide -> the champion scores the pull's
 new samples (prequential) -> folds -> train each fold (or reuse it; here or on Ray) -> thresholds,
-metrics, record -> champion gate -> retention (if on) -> release -> alerts -> report.
+metrics, record -> champion gate -> retention (if on) -> storage use -> release -> alerts -> report.
 
 Its parameter is the configuration model, so the Prefect UI shows a typed form; or a config file's path,
 for deployments that name one (prefect.yaml).
@@ -50,6 +50,7 @@ record_results = task(results.record_results, name="record-results")
 gate_candidate = task(registry.gate_candidate, name="champion-gate")
 publish_report = task(report.publish_report, name="publish-report")
 apply_retention = task(retention.after_run, name="retention")
+record_storage = task(retention.record_storage, name="record-storage")
 send_alerts = task(alerts.send_run_alerts, name="send-alerts")
 
 
@@ -85,6 +86,7 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     summary = replace(summary, gate=verdict.reason)
     if config.retention.after_each_run:
         apply_retention(config)
+    record_storage(config, run_id)
     return summary
 
 

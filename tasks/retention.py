@@ -161,6 +161,15 @@ def storage_use(config: FoldwiseConfig) -> dict[str, int]:
     return use
 
 
+def record_storage(config: FoldwiseConfig, run_id: int) -> dict[str, int]:
+    """The data home's use by kind, recorded with the run that just trained (the dashboard's storage
+    chart: it reads the database only)."""
+    use = storage_use(config)
+    with session_scope(config.resolved_database_url()) as session:
+        training_store.set_storage_bytes(session=session, run_id=run_id, use=use)
+    return use
+
+
 def storage_lines(config: FoldwiseConfig, use: dict[str, int]) -> list[str]:
     outside = "" if config.source.path.is_relative_to(config.data_home) else f" (at {config.source.path})"
     lines = [f"data home {config.data_home}: {human(sum(use.values()))}"]

@@ -58,6 +58,39 @@ def label_figures(frequencies: pd.Series, matrix: pd.DataFrame) -> tuple[go.Figu
     )
 
 
+def storage_figure(history: pd.DataFrame) -> go.Figure:
+    kinds = [kind for kind in history.columns if kind != "run"]
+    figure = go.Figure(
+        [
+            go.Bar(x=history["run"], y=history[kind] / 2**20, name=kind, marker_color=charts.PALETTE[index])
+            for index, kind in enumerate(kinds)
+        ]
+    )
+    figure.update_layout(barmode="stack")
+    figure.update_xaxes(type="category")
+    return charts.styled(figure, "The data home after each run that trained", "", "MiB", height=320)
+
+
+def storage_section(runs: pd.DataFrame) -> None:
+    """What the data home holds by kind, as recorded by each run that trained (`foldwise storage`
+    reads the disk now; `foldwise gc` frees it)."""
+    st.subheader("Storage")
+    recorded = runs[runs["storage_bytes"].notna()] if "storage_bytes" in runs else runs.iloc[:0]
+    if recorded.empty:
+        st.caption(
+            "No storage use recorded yet: each run that trains records the data home's use at its end."
+        )
+        return
+    history = pd.DataFrame(list(recorded["storage_bytes"])).fillna(0)
+    history.insert(0, "run", [f"run {run_id}" for run_id in recorded["id"]])
+    latest = recorded.iloc[-1]
+    st.caption(
+        f"After run {latest['id']}: {present.size(sum(latest['storage_bytes'].values()))} in all; "
+        "`foldwise gc` removes what retention does not keep."
+    )
+    st.plotly_chart(storage_figure(history), key="storage", config=charts.CONFIG)
+
+
 def render(url: str) -> None:
     st.title("Data")
     pulls = data.data_pulls(url)
@@ -110,6 +143,8 @@ def render(url: str) -> None:
             "a retired one when a label file names it again."
         )
         st.dataframe(inactive, hide_index=True, key="inactive", placeholder=present.MISSING)
+
+    storage_section(data.runs(url))
 
     st.subheader("Images")
     label = st.selectbox("With label", ["(any)", *frequencies.index], key="gallery_label")

@@ -5,6 +5,7 @@ empty one, one after `foldwise ingest` alone, and one with a run running."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -23,9 +24,11 @@ from foldwise.db.models import (
 from foldwise.db.session import ensure_schema, session_scope, upgrade
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.ingest import ingest
+from foldwise.tasks.retention import storage_use
 from sqlalchemy import delete, select
 
-from tests.conftest import tiny_demo_config
+from foldwise.config import load_config
+from tests.conftest import CONFIGS, tiny_demo_config
 from tests.dashboard.conftest import (
     FAILED_RUN,
     FLOW_RUN_ID,
@@ -90,6 +93,9 @@ def test_after_ingest_alone_the_data_page_shows_the_data(monkeypatch, tmp_path):
     assert chart(app, "pulls")["data"][0]["y"] == [20]  # added
     assert sum(chart(app, "label_frequencies")["data"][0]["y"]) >= 20
     assert len(image_captions(app)) == 20
+    assert "No storage use recorded yet: each run that trains records the data home's use at its end." in (
+        app.caption.values
+    )
     for page in ("Overview", "Run detail", "Predictions"):
         app = open_app(monkeypatch, url, page)
         assert "No runs yet" in app.info[0].value and "Data page" in app.info[0].value
@@ -394,6 +400,28 @@ def test_data_page_shows_pulls_labels_rejections_and_images(monkeypatch, filled_
     app.selectbox(key="gallery_label").set_value("one").run()
     captions = [image_lines(caption) for caption in image_captions(app)]
     assert captions and {key for key, _ in captions} <= with_label
+
+
+def test_data_page_shows_the_storage_each_run_recorded(monkeypatch, filled_database):
+    """Issue 16 item 8: each run that trained records the data home's use by kind (as `foldwise storage`
+    counts it); the Data page stacks it per run."""
+    with session_scope(filled_database) as session:
+        recorded = {run.id: run.storage_bytes for run in session.scalars(select(Run).order_by(Run.id))}
+    home = Path(filled_database.removeprefix("sqlite:///")).parent
+    config = load_config(
+        CONFIGS / "demo.toml",
+        [f"source.path={home / 'source'}", f"data_home={home}", f"database_url={filled_database}"],
+    )
+    assert recorded[3] is None  # skipped: nothing trained, nothing recorded
+    # Nothing was written to the weights or the image cache since run 2 ended.
+    now = storage_use(config)
+    assert recorded[2]["weights"] == now["weights"] > recorded[1]["weights"] > 0
+    assert recorded[2]["image cache"] == now["image cache"] > 0
+    app = open_app(monkeypatch, filled_database, "Data")
+    bars = {trace["name"]: trace for trace in chart(app, "storage")["data"]}
+    assert list(bars["weights"]["x"]) == ["run 1", "run 2"]
+    assert list(bars["weights"]["y"]) == [recorded[1]["weights"] / 2**20, recorded[2]["weights"] / 2**20]
+    assert any(caption.startswith("After run 2: ") for caption in app.caption.values)
 
 
 def test_predictions_page_opens_on_the_champion_and_ranks_errors(monkeypatch, operator_database):
