@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from foldwise.db import training
 from foldwise.db.session import get_engine
 from PIL import Image
 
@@ -62,6 +63,25 @@ def database_url(request, tmp_path) -> Iterator[str]:
         get_engine(url).dispose()
     else:
         yield from _postgres_database()
+
+
+def finished_run(
+    session, status: str, reason: str | None = None, flow_run_id: str | None = None, **fields
+) -> int:
+    """A run recorded without training (placeholder provenance), finished with `status`; `fields`
+    go to `finish_run` (pull_id, dataset_size...)."""
+    run_id = training.create_run(
+        session=session,
+        config={},
+        seed=0,
+        package_versions={},
+        git_commit=None,
+        host="h",
+        pid=1,
+        flow_run_id=flow_run_id,
+    )
+    training.finish_run(session=session, run_id=run_id, status=status, reason=reason, **fields)
+    return run_id
 
 
 def write_image(path: Path, color: tuple[int, int, int] = (120, 60, 30), size: int = 16) -> None:

@@ -8,14 +8,13 @@ from datetime import datetime, timedelta
 
 import pytest
 from foldwise.db import registry
-from foldwise.db import training as training_store
 from foldwise.db.models import ModelDecision, Run, utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.tasks.alerts import Alert, run_alerts, send, send_run_alerts
 
 from foldwise.config import ConfigError, load_config
 from tests.code.webhook import closed_port, receiving
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, finished_run
 
 
 def config_with(tmp_path, database_url, *alerts: str):
@@ -31,17 +30,7 @@ def config_with(tmp_path, database_url, *alerts: str):
 
 
 def new_run(session, status: str, reason: str | None = None, claimed_at: datetime | None = None) -> int:
-    run_id = training_store.create_run(
-        session=session,
-        config={},
-        seed=0,
-        package_versions={},
-        git_commit=None,
-        host="h",
-        pid=1,
-        flow_run_id="f-1",
-    )
-    training_store.finish_run(session=session, run_id=run_id, status=status, reason=reason)
+    run_id = finished_run(session, status, reason, flow_run_id="f-1")
     session.get_one(Run, run_id).claimed_at = claimed_at
     return run_id
 

@@ -28,7 +28,7 @@ from foldwise.tasks.retention import storage_use
 from sqlalchemy import delete, select
 
 from foldwise.config import load_config
-from tests.conftest import CONFIGS, tiny_demo_config
+from tests.conftest import CONFIGS, finished_run, tiny_demo_config
 from tests.dashboard.conftest import (
     FAILED_RUN,
     FLOW_RUN_ID,
@@ -106,17 +106,7 @@ def test_runs_without_samples_do_not_break_the_data_page(monkeypatch, tmp_path):
     ensure_schema(url)
     with session_scope(url) as session:
         session.add(DataPull(source="/empty", dataset_version="none", dataset_size=0))
-        run_id = training.create_run(
-            session=session,
-            config={},
-            seed=1,
-            package_versions={},
-            git_commit=None,
-            host="h",
-            pid=1,
-            flow_run_id=None,
-        )
-        training.finish_run(session=session, run_id=run_id, status="failed", reason="no labeled samples")
+        finished_run(session, "failed", "no labeled samples")
     app = open_app(monkeypatch, url, "Data")
     assert "No active sample: no label to count." in app.caption.values
     assert "label_frequencies" not in " ".join(charts(app))

@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 import pytest
-from foldwise.db import registry, training
+from foldwise.db import registry
 from foldwise.db.models import FoldResult, PrequentialScore, Run, RunMetric
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.flows.retrain import retrain
@@ -23,7 +23,7 @@ from sklearn.metrics import fbeta_score, precision_recall_fscore_support
 from sqlalchemy import func, select
 
 from tests.code.webhook import receiving
-from tests.conftest import tiny_demo_config
+from tests.conftest import finished_run, tiny_demo_config
 
 pytestmark = pytest.mark.slow
 HOOK_ENV = "FOLDWISE_TEST_PREQUENTIAL_HOOK"
@@ -134,17 +134,7 @@ def test_without_a_model_the_score_is_a_warning_and_nothing_is_recorded(tmp_path
         assert score_new_samples(config, 1, pull) is None
     assert f"no prequential score for pull {pull.pull_id}: no champion yet" in caplog.text
     with session_scope(database_url) as session:  # a champion whose files retention removed
-        run_id = training.create_run(
-            session=session,
-            config={},
-            seed=0,
-            package_versions={},
-            git_commit=None,
-            host="h",
-            pid=1,
-            flow_run_id=None,
-        )
-        training.finish_run(session=session, run_id=run_id, status="succeeded", pull_id=pull.pull_id)
+        run_id = finished_run(session, "succeeded", pull_id=pull.pull_id)
         registry.add_decision(
             session=session,
             kind=registry.GATE,
