@@ -7,7 +7,7 @@ run trains them at once, `ray.num_cpus` each. Printed: each run's wall time (Ray
 its cluster and its workers' imports), the span from the first fold's start to the last fold's end,
 its out-of-fold score, and the ratios Ray / local (below 1: Ray is faster). With the same threads,
 the local run and Ray's train the same models: the largest difference of their out-of-fold
-probabilities is printed too (0 in fp32; bf16 autocast on a CPU, the demo's mixed_precision = "on", does
+probabilities is printed too (0 in fp32; bf16 autocast on a CPU with bf16 instructions does
 not always repeat itself, even within one process).
 
     python -m benchmarks.bench_executor [--images 600] [--folds 3] [--ray-cpus 1] [--stages ...]

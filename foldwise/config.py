@@ -262,8 +262,8 @@ class TrainConfig(Section):
     )
     mixed_precision: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="bf16 autocast (fp16 + loss scaling where a GPU lacks bf16). auto: on CUDA only; on: "
-        "on a CPU too (faster where it has bf16 instructions).",
+        description="bf16 autocast (fp16 + loss scaling where a GPU lacks bf16). auto: on CUDA and on a CPU "
+        "with bf16 instructions (AVX512-BF16 or AMX; elsewhere bf16 is emulated and slower); on: always.",
     )
     channels_last: bool = Field(True, description="channels_last memory format (faster convolutions).")
     compile: bool = Field(False, description="torch.compile the model (slow to start, faster on long runs).")

@@ -202,9 +202,18 @@ class CpuAutocast(Callback):
         self.autocast.__exit__(None, None, None)
 
 
+def cpu_has_bf16() -> bool:
+    """bf16 instructions (AVX512-BF16 or AMX): with them bf16 autocast speeds a CPU up; without them
+    bf16 is emulated and slower (the demo's first stage took 126 s against 36 s in fp32 on an
+    AVX2-only EPYC)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def use_mixed_precision(setting: str, device: torch.device) -> bool:
-    """'auto': on CUDA only (CPU speed-ups vary by processor: 'on' to take them)."""
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
+    """'auto': on CUDA, and on a CPU with bf16 instructions."""
+    if setting != "auto":
+        return setting == "on"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
 
 
 def build_learner(dls: DataLoaders, n_out: int, config: FoldwiseConfig, device: torch.device) -> Learner:

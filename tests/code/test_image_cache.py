@@ -19,7 +19,7 @@ from foldwise.tasks.batches import CachedBatches, batch_transforms
 from foldwise.tasks.cache import ImageCache, ImageStore, item_sizes
 from foldwise.tasks.images import to_item
 from foldwise.tasks.ingest import ingest
-from foldwise.tasks.train import build_learner
+from foldwise.tasks.train import build_learner, use_mixed_precision
 from PIL import Image
 
 from tests.conftest import tiny_demo_config
@@ -181,6 +181,17 @@ def test_mixed_precision_and_channels_last_are_really_in_effect(tmp_path, databa
     )
     learn.fit(1, 1e-3)
     assert seen[0].dtype == torch.float32 and not seen[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("bf16_instructions", [True, False])
+def test_automatic_mixed_precision_is_on_for_cuda_and_for_cpus_with_bf16_instructions(
+    monkeypatch, bf16_instructions
+):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16_instructions)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert use_mixed_precision("auto", torch.device("cpu")) is bf16_instructions
+    assert use_mixed_precision("auto", torch.device("cuda"))
+    assert use_mixed_precision("on", torch.device("cpu")) and not use_mixed_precision("off", torch.device("cuda"))
 
 
 def test_batches_that_are_not_shuffled_keep_the_order_they_were_given():

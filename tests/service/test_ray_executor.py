@@ -33,7 +33,7 @@ from tests.conftest import tiny_demo_config
 ray = pytest.importorskip("ray")
 ON_RAY = "service.executor=ray"
 NO_GATE = "gate.fraction=0"  # every sample in a fold
-# bf16 autocast on the CPU (the demo's mixed_precision = "on") does not repeat itself, even twice in one
+# bf16 autocast on the CPU (`mixed_precision = "on"`) does not repeat itself, even twice in one
 # process (measured: probabilities up to 1.5e-3 apart, on these 48 images OOF F2 0.41 against 0.27),
 # so the executors are compared in fp32, which repeats to the last bit.
 FP32 = "train.mixed_precision=off"
