@@ -234,6 +234,17 @@ class ModelConfig(Section):
 
     arch: str = Field("resnet34", description="A torchvision classification model, or a timm model's name.")
     pretrained: bool = True
+    head: Literal["auto", "fastai", "linear"] = Field(
+        "auto",
+        description="fastai: fastai's head (average and max pooling, two linear layers with dropout), made "
+        "to fine-tune a pretrained body; linear: average pooling and one linear layer, the network's own "
+        "classifier, which learns far better from scratch (bench_quality). auto: fastai when pretrained.",
+    )
+
+    def resolved_head(self) -> str:
+        if self.head != "auto":
+            return self.head
+        return "fastai" if self.pretrained else "linear"
 
     @field_validator("arch")
     @classmethod

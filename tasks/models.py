@@ -180,6 +180,8 @@ def load_model(config: FoldwiseConfig, run_id: int) -> EnsembleModel:
             f"run {run_id} has no model ({record_path} not found; retention may have removed its files: "
             "see the run's notes)"
         ) from None
+    # Records from before `model.head` existed: those models have fastai's head, whatever `auto` says now.
+    record["config"].setdefault("model", {}).setdefault("head", "fastai")
     trained_with = FoldwiseConfig.model_validate(record["config"])
     return EnsembleModel(
         run_id=run_id,
@@ -220,9 +222,14 @@ def warm_start_leaks(current: dict[int, int], ancestors: list[dict[int, int]]) -
 
 def cold_start_reason(config: FoldwiseConfig, champion: int, fold_set_id: int) -> str | None:
     """Why fold k of this run may not start from fold k of the champion, or None if it may."""
-    arch = load_model(config, champion).config.model.arch
-    if arch != config.model.arch:
-        return f"champion run {champion} is a {arch}, this run trains a {config.model.arch}"
+    trained = load_model(config, champion).config.model
+    if trained.arch != config.model.arch:
+        return f"champion run {champion} is a {trained.arch}, this run trains a {config.model.arch}"
+    if trained.resolved_head() != config.model.resolved_head():
+        return (
+            f"champion run {champion} has a {trained.resolved_head()} head, "
+            f"this run trains a {config.model.resolved_head()} one"
+        )
     with session_scope(config.resolved_database_url()) as session:
         ancestors = registry.lineage(session=session, run_id=champion)
         ancestor_folds = registry.training_folds(session=session, run_ids=ancestors)

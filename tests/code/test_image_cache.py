@@ -212,3 +212,23 @@ def tiny_demo_config_for_order():
     from tests.conftest import CONFIGS
 
     return load_config(CONFIGS / "demo.toml", ["train.batch_size=8"])
+
+
+def test_a_model_from_scratch_gets_the_linear_head_and_a_pretrained_one_fastais(tmp_path, database_url):
+    """fastai's head (concat pooling, a hidden layer, dropout) is made to fine-tune a pretrained body;
+    from scratch Foldwise uses the network's own classifier: average pooling and one linear layer."""
+    batches = CachedBatches(
+        np.zeros((4, 40, 40, 3), np.uint8), np.arange(4), np.zeros((4, 3), np.float32), 32,
+        config_for(tmp_path, database_url, "JPEG"), torch.device("cpu"), shuffle=False,
+    )
+
+    def head_layers(*overrides):
+        config = config_for(tmp_path, database_url, "JPEG", *overrides)
+        return [type(m).__name__ for m in build_learner(DataLoaders(batches, batches), 3, config, torch.device("cpu")).model[1]]
+
+    assert head_layers("model.pretrained=false") == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
+    fastai_head = head_layers("model.pretrained=false", "model.head=fastai")
+    assert fastai_head[0] == "AdaptiveConcatPool2d" and fastai_head.count("Linear") == 2
+    assert "Dropout" in fastai_head
+    pretrained = config_for(tmp_path, database_url, "JPEG", "model.pretrained=true").model
+    assert pretrained.resolved_head() == "fastai"

@@ -17,8 +17,8 @@ from foldwise.tasks import train as train_module
 from foldwise.tasks.cache import ImageCache
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.metrics import score
-from foldwise.tasks.models import load_model
-from foldwise.tasks.predict import ensemble_probabilities, model_item_size
+from foldwise.tasks.models import cold_start_reason, load_model
+from foldwise.tasks.predict import ensemble_probabilities, model_item_size, predict_images
 from prefect.testing.utilities import prefect_test_harness
 from safetensors.torch import load_file
 from sqlalchemy import select
@@ -189,3 +189,25 @@ def test_warm_start_begins_from_the_champion_with_its_own_stages(tmp_path, monke
     after = load_file(str(tmp_path / "runs" / str(second.run_id) / "fold0.safetensors"))
     convolutions = [k for k, v in before.items() if v.ndim == 4]
     assert convolutions and all(np.allclose(before[k], after[k], atol=1e-6) for k in convolutions)
+
+
+def test_a_model_recorded_before_heads_were_a_setting_keeps_fastais_head(tmp_path):
+    """Runs from before `model.head` trained fastai's head even from scratch, where `auto` now means
+    a linear one: their models still load and predict, and a from-scratch run does not warm-start
+    from them."""
+    old = load_config(CONFIGS / "demo.toml", overrides(tmp_path, "model.head=fastai"))
+    deliver_drop(old.source.path, n_images=30)
+    first = retrain(old)
+    record_path = tmp_path / "runs" / str(first.run_id) / "model.json"
+    record = json.loads(record_path.read_text())
+    del record["config"]["model"]["head"]
+    record_path.write_text(json.dumps(record))
+
+    now = load_config(CONFIGS / "demo.toml", overrides(tmp_path))
+    model = load_model(now, first.run_id)
+    assert model.config.model.head == "fastai" and now.model.resolved_head() == "linear"
+    predictions = predict_images(now, [old.source.path / "images"], model)
+    assert predictions.probabilities.shape == (30, len(model.vocab))
+    assert cold_start_reason(now, first.run_id, fold_set_id=0) == (
+        f"champion run {first.run_id} has a fastai head, this run trains a linear one"
+    )
