@@ -11,6 +11,7 @@ architecture, augmentation, stages and epochs:
     thresholds), then its ensemble and thresholds on the test images. From scratch, Foldwise's head
     (`model.head = "auto"`) is the network's own (average pooling, one linear layer), where the seeds
     keep fastai's (made for a pretrained body); `--set model.head=fastai` measures (c) with fastai's.
+    Images with rare labels are drawn more often (`train.rare_label_sampling`, on by default).
 
 Printed: test F2 (samples), macro F1, F1 of the three rarest labels, wall time; a markdown table.
 The gate set is off for (c) (`gate.fraction = 0`): the test set plays its part, and (c) trains on

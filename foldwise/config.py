@@ -295,7 +295,9 @@ class TrainConfig(Section):
         None, ge=0, description="Decoupled weight decay; unset: fastai's (0.01)."
     )
     rare_label_sampling: bool = Field(
-        False, description="Draw training images with labels rarer than others more often (with replacement)."
+        True,
+        description="Draw training images with labels rarer than others more often (with replacement); "
+        "on by default: it won on bench_quality (test F2 +0.030 and +0.039 on two fold seeds).",
     )
     early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without a better valid_loss.")
     fold_timeout_minutes: float | None = Field(
