@@ -19,9 +19,10 @@ from foldwise.tasks.batches import CachedBatches, batch_transforms
 from foldwise.tasks.cache import ImageCache, ImageStore, item_sizes
 from foldwise.tasks.images import to_item
 from foldwise.tasks.ingest import ingest
-from foldwise.tasks.train import build_learner, use_mixed_precision
+from foldwise.tasks.train import build_learner, fit_stage, use_mixed_precision
 from PIL import Image
 
+from foldwise.config import StageConfig
 from tests.conftest import tiny_demo_config
 
 
@@ -232,3 +233,28 @@ def test_a_model_from_scratch_gets_the_linear_head_and_a_pretrained_one_fastais(
     assert "Dropout" in fastai_head
     pretrained = config_for(tmp_path, database_url, "JPEG", "model.pretrained=true").model
     assert pretrained.resolved_head() == "fastai"
+
+
+def test_lr_find_runs_on_the_model_as_its_stage_trains_it(tmp_path, monkeypatch):
+    """lr_find's suggestion is for the stage's own model: after the freeze (head only) of a frozen
+    stage of a pretrained body, after the unfreeze of the next one. (No database is touched.)"""
+    unused_database = f"sqlite:///{tmp_path / 'f.db'}"
+    scratch = config_for(tmp_path, unused_database, "JPEG", "model.pretrained=false")
+    pretrained = config_for(tmp_path, unused_database, "JPEG", "model.pretrained=true")  # freezing applies
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (16, 40, 40, 3), dtype=np.uint8)
+    targets = rng.integers(0, 2, (16, 2)).astype(np.float32)
+    batches = CachedBatches(pixels, np.arange(16), targets, 32, scratch, torch.device("cpu"), shuffle=True)
+    learn = build_learner(DataLoaders(batches, batches), 2, scratch, torch.device("cpu"))
+    first_convolution = next(m for m in learn.model[0].modules() if isinstance(m, torch.nn.Conv2d))
+    body_trains_at_lr_find = []
+    real_lr_find = learn.lr_find
+
+    def spying_lr_find(**kwargs):
+        body_trains_at_lr_find.append(first_convolution.weight.requires_grad)
+        return real_lr_find(**kwargs, num_it=20)  # the real search, shorter
+
+    monkeypatch.setattr(learn, "lr_find", spying_lr_find)
+    for frozen in (True, False):
+        assert fit_stage(learn, StageConfig(size=32, epochs=1, frozen=frozen), pretrained) > 0
+    assert body_trains_at_lr_find == [False, True]
