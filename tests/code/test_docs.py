@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from foldwise.config import FoldwiseConfig, StageConfig
+from foldwise.config import FoldwiseConfig, StageConfig, load_config
 from foldwise.config_reference import render, settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +106,12 @@ def test_site_builds_without_a_warning(tmp_path):
         cwd=ROOT,
         check=True,
     )
+
+
+def test_the_readme_config_loads(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    (example,) = re.findall(r"```toml\n(.*?)```", readme, re.DOTALL)
+    (tmp_path / "planet.toml").write_text(example)
+    config = load_config(tmp_path / "planet.toml")
+    assert (config.source.kind, config.data.label_files) == ("local", "train_v2.csv")
+    assert config.image_folder() == Path("~/data/planet/train-jpg").expanduser()
