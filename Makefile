@@ -32,6 +32,11 @@ browser:  ## Debian's headless chromium + chromedriver for the browser tests (in
 test: setup lint browser  ## run the test suite (SQLite and the PostgreSQL server on 127.0.0.1:5432)
 	$(BIN)/pytest -n 2 --dist loadfile
 
+.PHONY: docs
+docs: setup  ## write the configuration reference from the config model, build the docs into site/ (strict)
+	$(BIN)/python -m foldwise.config_reference docs/configuration.md
+	$(BIN)/mkdocs build --strict
+
 bench: setup  ## run the benchmarks
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_dashboard.py

@@ -46,7 +46,11 @@ class Section(BaseModel):
 class SourceConfig(Section):
     """Where labeled batches arrive: a local folder, a Kaggle competition or dataset, or an fsspec URL."""
 
-    kind: Literal["local", "kaggle", "url"] = "local"
+    kind: Literal["local", "kaggle", "url"] = Field(
+        "local",
+        description="local: a folder that receives label files and images; kaggle: a competition or "
+        "dataset (pip install 'foldwise[kaggle]'); url: a folder or an archive at an fsspec URL.",
+    )
     path: Path | None = Field(
         None,
         description="Folder that holds the label files and images: the data itself (local), or where "
@@ -125,7 +129,9 @@ class DataConfig(Section):
     image_dir: str = Field("train-jpg", description="Image folder, relative to the source folder.")
     image_suffix: str = Field(".jpg", description="Appended to the id to name the file ('' if ids have one).")
     fixed_split_column: str | None = Field(
-        None, description="Boolean column marking a fixed holdout (PASCAL's `is_valid`); never trained on."
+        None,
+        description="Boolean column marking a fixed gate set (PASCAL's `is_valid`), never trained on; "
+        "unset: the gate set is gate.fraction of the samples.",
     )
     label_names: dict[str, str] | None = Field(
         None, description="Optional map from label ids in the file (e.g. HPA's numbers) to names."
@@ -144,7 +150,10 @@ class DataConfig(Section):
         "name; rows in order), the first one wins, or the id is rejected.",
     )
     max_image_pixels: int = Field(
-        100_000_000, ge=1, description="Larger images are quarantined unread (decompression bombs)."
+        100_000_000,
+        ge=1,
+        description="Larger images are quarantined unread (decompression bombs); Pillow itself refuses "
+        "images over 178,956,970 pixels whatever this says.",
     )
 
     @field_validator("label_delimiter")
@@ -158,8 +167,10 @@ class DataConfig(Section):
 class FoldsConfig(Section):
     """Multi-label stratified K-fold split (iterative stratification)."""
 
-    n_folds: int = Field(5, ge=2, le=20)
-    seed: int = 42
+    n_folds: int = Field(
+        5, ge=2, le=20, description="Number of folds: each trains one model of the ensemble."
+    )
+    seed: int = Field(42, description="Seed of the fold split and the gate set; fold k trains with seed + k.")
     strategy: Literal["extend", "rebuild"] = Field(
         "extend",
         description="'extend' keeps earlier samples in their folds and stratifies only new ones; "
@@ -171,7 +182,7 @@ class StageConfig(Section):
     """One progressive-resizing stage; stage k+1 starts from stage k's weights."""
 
     size: int = Field(ge=8, description="Image size of this stage.")
-    epochs: int = Field(ge=1)
+    epochs: int = Field(ge=1, description="Epochs of this stage (one fit_one_cycle).")
     lr: float | None = Field(None, gt=0, description="Peak learning rate; unset: lr_find's suggestion.")
     frozen: bool = Field(False, description="Train only the head (pretrained body frozen).")
 
@@ -180,14 +191,18 @@ class AugmentConfig(Section):
     """Presizing and batch augmentation (fastai's aug_transforms)."""
 
     presize: float = Field(1.25, ge=1.0, description="Items are resized to stage size x this, then cropped.")
-    flip: bool = True
+    flip: bool = Field(True, description="Random horizontal flips.")
     flip_vert: bool = Field(
         True, description="Vertical flips too: right for satellite and microscopy images."
     )
-    max_rotate: float = Field(10.0, ge=0)
-    max_lighting: float = Field(0.2, ge=0, le=1)
+    max_rotate: float = Field(10.0, ge=0, description="Largest random rotation, in degrees.")
+    max_lighting: float = Field(
+        0.2, ge=0, le=1, description="Largest random change of brightness and contrast."
+    )
     max_warp: float = Field(0.0, ge=0, le=1, description="0: no warp, as the Planet notebook.")
-    min_scale: float = Field(0.75, gt=0, le=1)
+    min_scale: float = Field(
+        0.75, gt=0, le=1, description="Smallest share of the item's area a random crop keeps."
+    )
 
 
 @functools.cache
@@ -233,12 +248,15 @@ class ModelConfig(Section):
     """The network each fold trains."""
 
     arch: str = Field("resnet34", description="A torchvision classification model, or a timm model's name.")
-    pretrained: bool = True
+    pretrained: bool = Field(
+        True,
+        description="Start from the architecture's pretrained weights (downloaded once); false: from scratch.",
+    )
     head: Literal["auto", "fastai", "linear"] = Field(
         "auto",
         description="fastai: fastai's head (average and max pooling, two linear layers with dropout), made "
         "to fine-tune a pretrained body; linear: average pooling and one linear layer, the network's own "
-        "classifier, which learns far better from scratch (bench_quality). auto: fastai when pretrained.",
+        "classifier, for a body trained from scratch. auto: fastai when pretrained, else linear.",
     )
 
     def resolved_head(self) -> str:
@@ -264,8 +282,12 @@ class TrainConfig(Section):
             StageConfig(size=256, epochs=5, frozen=False),
         ],
         min_length=1,
+        description="Progressive resizing: each stage trains at its image size, starting from the weights "
+        "the stage before left.",
     )
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(
+        64, ge=1, description="Images per training batch (a smaller fold trains on smaller ones)."
+    )
     device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
@@ -297,7 +319,7 @@ class TrainConfig(Section):
     rare_label_sampling: bool = Field(
         True,
         description="Draw training images with labels rarer than others more often (with replacement); "
-        "on by default: it won on bench_quality (test F2 +0.030 and +0.039 on two fold seeds).",
+        "false: every image once an epoch.",
     )
     early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without a better valid_loss.")
     fold_timeout_minutes: float | None = Field(
