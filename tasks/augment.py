@@ -2,7 +2,7 @@
 
 fastai's `aug_transforms`, as `augment` configures them, composed into one affine map per image and
 applied with a single `grid_sample` from the presized item to the stage size (fastai resamples twice
-and pays a tensor-subclass dispatch on every operation: on a CPU that dominated an epoch):
+and pays a tensor-subclass dispatch on every operation; docs/benchmarks.md has the figures):
 - flips: horizontal with p=0.5 (`augment.flip`), or one of the 8 dihedral symmetries with p=0.5
   (`augment.flip_vert`);
 - rotation up to `augment.max_rotate` degrees and zoom up to 1.1x, each with p=0.75 (fastai's
@@ -126,8 +126,7 @@ def normalise(values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 
 def sampling_grid(maps: torch.Tensor, size: int) -> torch.Tensor:
     """`F.affine_grid(maps, (n, c, size, size), align_corners=True)` without its batched matrix
-    product over every output pixel: x and y are each one broadcast sum of a row and a column term
-    (4x faster at 256 px on a CPU, where it was a third of the augmentation's time)."""
+    product over every output pixel: x and y are each one broadcast sum of a row and a column term."""
     line = torch.linspace(-1, 1, size, dtype=maps.dtype, device=maps.device)
     grid = torch.empty(maps.shape[0], size, size, 2, dtype=maps.dtype, device=maps.device)
     for axis in range(2):

@@ -138,7 +138,7 @@ class CachedBatches:
     def floats(self, images: torch.Tensor) -> torch.Tensor:
         """The uint8 batch as floats (0..255) in a buffer reused from batch to batch (the resampling
         reads it and writes a new tensor): on a CPU a fresh tensor of this size is fresh pages from
-        the kernel each time, which took 7x as long as the conversion itself at 256 px."""
+        the kernel each time, which costs more than the conversion itself."""
         if self.buffer is None or self.buffer.shape != images.shape or self.buffer.device != images.device:
             self.buffer = torch.empty_like(images, dtype=torch.float32)
         return self.buffer.copy_(images)

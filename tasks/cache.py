@@ -8,7 +8,6 @@ changed image is simply a new key. One store per item size under `data_home/cach
 `pixels.u8`, an append-only file of rows of size x size x 3 bytes read as a numpy memmap, and
 `index.json`, content hash -> row, replaced whole after the rows it names are written (a reader never
 sees a row that is not there). Gathering a batch is one fancy-indexing copy from the page cache.
-Why this store, measured: benchmarks/bench_cache_store.py and the README.
 
 Ingest fills it as it validates images (the decode it needs anyway: an image is decoded once), so
 that after a pull every active sample is in it at every size the config needs, and reclaims the rows
@@ -47,7 +46,7 @@ def item_sizes(config: FoldwiseConfig) -> list[int]:
 
 def decode_size(sizes: Iterable[int]) -> int:
     """A JPEG is decoded at no less than twice the largest item: the resize then sees enough pixels
-    to land within a grey level of a full decode, and decoding is still much faster."""
+    to land within a grey level of a full decode, and decoding scaled is still cheaper."""
     return 2 * max(sizes)
 
 

@@ -5,7 +5,7 @@ grey, noisy background; its labels are the digits present ("zero" ... "nine"), w
 frequencies so that "eight" and "nine" are rare. Each digit is drawn in an ink colour of its own
 (INKS): the demo must show a network trained from scratch learning within a minute of CPU, and from a
 few hundred images the colour cue is learnt in a few epochs where 8 x 8 scribbles alone are not
-(measured: mean average precision at chance level after 8 epochs without the cue). The hard version,
+(docs/benchmarks.md). The hard version,
 without it, is benchmarks/quality_data.py. Data arrives in drops, like labeled batches in a real
 source folder.
 """

@@ -8,8 +8,7 @@ prediction and the gate alike.
   (decompression bombs).
 - Only a regular file is read: a named pipe would block for ever, a device might never end.
 - JPEGs are decoded by libjpeg-turbo through simplejpeg when it is installed, scaled down while they
-  are decoded when only a smaller size is needed (`min_size`): several times faster than a full
-  decode then a resize. Anything it does not take (CMYK, a damaged file) goes to PIL, which decides.
+  are decoded when only a smaller size is needed (`min_size`) rather than decoded whole then resized. Anything it does not take (CMYK, a damaged file) goes to PIL, which decides.
 - `to_item` makes the item every model sees (presizing): the centred square, resized with PIL's
   bilinear filter, as fastai's `Resize` does.
 - A problem is an `UnreadableImage` whose message names the file.
