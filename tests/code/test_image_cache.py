@@ -244,6 +244,7 @@ def test_a_model_from_scratch_gets_the_linear_head_and_a_pretrained_one_fastais(
     assert pretrained.resolved_head() == "fastai"
 
 
+@pytest.mark.slow  # two learning-rate searches and two epochs: the longest test of `make test-quick`
 def test_lr_find_runs_on_the_model_as_its_stage_trains_it(tmp_path, monkeypatch):
     """lr_find's suggestion is for the stage's own model: after the freeze (head only) of a frozen
     stage of a pretrained body, after the unfreeze of the next one."""
