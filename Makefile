@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: help setup demo demo-next test lint bench browser
+.PHONY: help setup demo demo-next test test-quick lint bench browser
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -36,6 +36,9 @@ test: setup lint browser  ## run the test suite (SQLite and the PostgreSQL serve
 docs: setup  ## write the configuration reference from the config model, build the docs into site/ (strict)
 	$(BIN)/python -m foldwise.config_reference docs/configuration.md
 	$(BIN)/mkdocs build --strict
+
+test-quick: setup  ## the tests not marked slow, for the edit loop (make test runs them all)
+	$(BIN)/pytest -n 2 --dist loadfile -m "not slow"
 
 bench: setup  ## run the benchmarks
 	$(BIN)/python benchmarks/bench_ingest.py

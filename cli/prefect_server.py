@@ -31,6 +31,13 @@ TEMPORARY_SERVER_NOTE = (
 # own setting of these wins) and always on its temporary server.
 NO_TELEMETRY = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 STOP_GRACE_SECONDS = 10
+# The child's program. Not `python -m foldwise.cli.prefect_server`: importing the package `foldwise.cli`
+# (its commands) imports this module first, and runpy would then execute it a second time as `__main__`,
+# with a RuntimeWarning on every run.
+SERVER_PROGRAM = (
+    "import sys; from foldwise.cli.prefect_server import serve_until_parent_ends; "
+    "serve_until_parent_ends(int(sys.argv[1]))"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +121,7 @@ def temporary_server(startup_timeout: float = 120) -> Iterator[str]:
     env |= {"PREFECT_UI_ENABLED": "false", **NO_TELEMETRY}
     with listener:
         server = subprocess.Popen(
-            [sys.executable, "-m", "foldwise.cli.prefect_server", str(listener.fileno())],
+            [sys.executable, "-c", SERVER_PROGRAM, str(listener.fileno())],
             stdin=subprocess.PIPE,  # the pipe whose end of file stops the server
             pass_fds=[listener.fileno()],
             env=env,
@@ -168,7 +175,3 @@ def serve_until_parent_ends(listener_fd: int) -> None:
 
     threading.Thread(target=stop_at_end_of_file, daemon=True).start()
     server.run(sockets=[socket.socket(fileno=listener_fd)])
-
-
-if __name__ == "__main__":
-    serve_until_parent_ends(int(sys.argv[1]))

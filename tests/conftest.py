@@ -12,11 +12,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from foldwise.db import training
-from foldwise.db.session import get_engine
 from PIL import Image
 
 from foldwise.config import FoldwiseConfig, load_config
+from foldwise.db import training
+from foldwise.db.session import get_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 # Training small enough for a 2-core CI machine: 2 folds, one epoch at 16 px, one at 32 px; fp32, so

@@ -14,15 +14,15 @@ from fastai.data.transforms import IndexSplitter, Normalize
 from fastai.vision.augment import Resize
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
+from PIL import Image
+
+from foldwise.config import StageConfig
 from foldwise.tasks import ingest as ingest_module
 from foldwise.tasks.batches import CachedBatches, batch_transforms
 from foldwise.tasks.cache import ImageCache, ImageStore, item_sizes
 from foldwise.tasks.images import to_item
 from foldwise.tasks.ingest import ingest
 from foldwise.tasks.train import build_learner, fit_stage, use_mixed_precision
-from PIL import Image
-
-from foldwise.config import StageConfig
 from tests.conftest import tiny_demo_config
 
 
@@ -49,14 +49,19 @@ def deliver(source, names_sizes: dict[str, tuple[int, int]], kind: str = "JPEG",
     (source / f"labels_{seed:03d}.csv").write_text("image_name,tags\n" + rows)
 
 
-def config_for(tmp_path, database_url, kind="JPEG", *extra):
+def config_for(tmp_path, kind="JPEG", *extra):
+    """The tiny demo config for images of `kind`. Its database is a SQLite file: the cache does not
+    depend on the backend (ingest's records are tested on both in test_ingest.py), and most tests here
+    touch no database at all."""
     suffix = ".jpg" if kind == "JPEG" else ".png"
-    return tiny_demo_config(tmp_path, database_url, f"data.image_suffix={suffix}", *extra)
+    return tiny_demo_config(
+        tmp_path, f"sqlite:///{tmp_path / 'foldwise.db'}", f"data.image_suffix={suffix}", *extra
+    )
 
 
 @pytest.mark.parametrize("kind", ["JPEG", "PNG"])
-def test_items_equal_a_direct_decode_and_resize(tmp_path, database_url, kind):
-    config = config_for(tmp_path, database_url, kind)
+def test_items_equal_a_direct_decode_and_resize(tmp_path, kind):
+    config = config_for(tmp_path, kind)
     deliver(config.source.path, {"wide": (96, 160), "tall": (200, 120), "square": (256, 256)}, kind)
     ingest(config)
     cache = ImageCache(config)
@@ -76,7 +81,7 @@ def test_items_equal_a_direct_decode_and_resize(tmp_path, database_url, kind):
                 assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 8
 
 
-def test_a_pull_decodes_only_what_is_new_or_changed_and_retired_items_go(tmp_path, database_url, monkeypatch):
+def test_a_pull_decodes_only_what_is_new_or_changed_and_retired_items_go(tmp_path, monkeypatch):
     decoded = []
     real_decode = ingest_module.decode_image
 
@@ -85,7 +90,7 @@ def test_a_pull_decodes_only_what_is_new_or_changed_and_retired_items_go(tmp_pat
         return real_decode(content, name, *args, **kwargs)
 
     monkeypatch.setattr(ingest_module, "decode_image", counting_decode)
-    config = config_for(tmp_path, database_url)
+    config = config_for(tmp_path)
     first = {f"a{i}": (64, 64) for i in range(12)}
     deliver(config.source.path, first, seed=0)
     assert ingest(config).n_decoded == 12 and len(decoded) == 12
@@ -98,9 +103,7 @@ def test_a_pull_decodes_only_what_is_new_or_changed_and_retired_items_go(tmp_pat
     assert ingest(config).n_decoded == 1 and decoded == ["images/a0.jpg"]
 
     # A new stage size: the items of that size are made by the next pull, for every image.
-    bigger = config_for(
-        tmp_path, database_url, "JPEG", "train.stages=[{size=16, epochs=1}, {size=48, epochs=1}]"
-    )
+    bigger = config_for(tmp_path, "JPEG", "train.stages=[{size=16, epochs=1}, {size=48, epochs=1}]")
     decoded.clear()
     assert ingest(bigger).n_decoded == 16 and ImageCache(bigger).sizes == [20, 60]
 
@@ -128,9 +131,9 @@ def test_a_torn_append_is_cut_and_the_index_never_names_a_missing_row(tmp_path):
     assert [int(again.pixels()[row][0, 0, 0]) for row in again.rows.values()] == [0, 1, 2, 9]
 
 
-def test_validation_batches_equal_fastais_own_pipeline(tmp_path, database_url):
+def test_validation_batches_equal_fastais_own_pipeline(tmp_path):
     """Training from the cache sees what fastai's item pipeline would show the model."""
-    config = config_for(tmp_path, database_url, "PNG", "model.pretrained=true")  # normalised too
+    config = config_for(tmp_path, "PNG", "model.pretrained=true")  # normalised too
     deliver(config.source.path, {f"p{i}": (50 + 7 * i, 64) for i in range(6)}, kind="PNG")
     ingest(config)
     paths = sorted((config.source.path / "images").glob("*.png"))
@@ -157,11 +160,9 @@ def test_validation_batches_equal_fastais_own_pipeline(tmp_path, database_url):
     assert torch.allclose(ours, torch.as_tensor(theirs), atol=0.02)
 
 
-def test_mixed_precision_and_channels_last_are_really_in_effect(tmp_path, database_url):
+def test_mixed_precision_and_channels_last_are_really_in_effect(tmp_path):
     """The GPU path's options, checked on the CPU (bf16 autocast is the same code there)."""
-    config = config_for(
-        tmp_path, database_url, "JPEG", "train.mixed_precision=on", "train.channels_last=true"
-    )
+    config = config_for(tmp_path, "JPEG", "train.mixed_precision=on", "train.channels_last=true")
     pixels = np.random.default_rng(0).integers(0, 255, (8, 40, 40, 3), dtype=np.uint8)
     targets = np.zeros((8, 2), np.float32)
     batches = CachedBatches(pixels, np.arange(8), targets, 32, config, torch.device("cpu"), shuffle=True)
@@ -172,9 +173,7 @@ def test_mixed_precision_and_channels_last_are_really_in_effect(tmp_path, databa
     learn.fit(1, 1e-3)
     assert seen and seen[0].dtype == torch.bfloat16
     assert seen[0].is_contiguous(memory_format=torch.channels_last)
-    plain = config_for(
-        tmp_path, database_url, "JPEG", "train.mixed_precision=off", "train.channels_last=false"
-    )
+    plain = config_for(tmp_path, "JPEG", "train.mixed_precision=off", "train.channels_last=false")
     learn = build_learner(DataLoaders(batches, batches), 2, plain, torch.device("cpu"))
     seen.clear()
     next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(
@@ -192,7 +191,9 @@ def test_automatic_mixed_precision_is_on_for_cuda_and_for_cpus_with_bf16_instruc
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert use_mixed_precision("auto", torch.device("cpu")) is bf16_instructions
     assert use_mixed_precision("auto", torch.device("cuda"))
-    assert use_mixed_precision("on", torch.device("cpu")) and not use_mixed_precision("off", torch.device("cuda"))
+    assert use_mixed_precision("on", torch.device("cpu")) and not use_mixed_precision(
+        "off", torch.device("cuda")
+    )
 
 
 def test_batches_that_are_not_shuffled_keep_the_order_they_were_given():
@@ -215,32 +216,40 @@ def tiny_demo_config_for_order():
     return load_config(CONFIGS / "demo.toml", ["train.batch_size=8"])
 
 
-def test_a_model_from_scratch_gets_the_linear_head_and_a_pretrained_one_fastais(tmp_path, database_url):
+def test_a_model_from_scratch_gets_the_linear_head_and_a_pretrained_one_fastais(tmp_path):
     """fastai's head (concat pooling, a hidden layer, dropout) is made to fine-tune a pretrained body;
     from scratch Foldwise uses the network's own classifier: average pooling and one linear layer."""
     batches = CachedBatches(
-        np.zeros((4, 40, 40, 3), np.uint8), np.arange(4), np.zeros((4, 3), np.float32), 32,
-        config_for(tmp_path, database_url, "JPEG"), torch.device("cpu"), shuffle=False,
+        np.zeros((4, 40, 40, 3), np.uint8),
+        np.arange(4),
+        np.zeros((4, 3), np.float32),
+        32,
+        config_for(tmp_path, "JPEG"),
+        torch.device("cpu"),
+        shuffle=False,
     )
 
     def head_layers(*overrides):
-        config = config_for(tmp_path, database_url, "JPEG", *overrides)
-        return [type(m).__name__ for m in build_learner(DataLoaders(batches, batches), 3, config, torch.device("cpu")).model[1]]
+        config = config_for(tmp_path, "JPEG", *overrides)
+        return [
+            type(m).__name__
+            for m in build_learner(DataLoaders(batches, batches), 3, config, torch.device("cpu")).model[1]
+        ]
 
     assert head_layers("model.pretrained=false") == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
     fastai_head = head_layers("model.pretrained=false", "model.head=fastai")
     assert fastai_head[0] == "AdaptiveConcatPool2d" and fastai_head.count("Linear") == 2
     assert "Dropout" in fastai_head
-    pretrained = config_for(tmp_path, database_url, "JPEG", "model.pretrained=true").model
+    pretrained = config_for(tmp_path, "JPEG", "model.pretrained=true").model
     assert pretrained.resolved_head() == "fastai"
 
 
+@pytest.mark.slow  # two learning-rate searches and two epochs: the longest test of `make test-quick`
 def test_lr_find_runs_on_the_model_as_its_stage_trains_it(tmp_path, monkeypatch):
     """lr_find's suggestion is for the stage's own model: after the freeze (head only) of a frozen
-    stage of a pretrained body, after the unfreeze of the next one. (No database is touched.)"""
-    unused_database = f"sqlite:///{tmp_path / 'f.db'}"
-    scratch = config_for(tmp_path, unused_database, "JPEG", "model.pretrained=false")
-    pretrained = config_for(tmp_path, unused_database, "JPEG", "model.pretrained=true")  # freezing applies
+    stage of a pretrained body, after the unfreeze of the next one."""
+    scratch = config_for(tmp_path, "JPEG", "model.pretrained=false")
+    pretrained = config_for(tmp_path, "JPEG", "model.pretrained=true")  # freezing applies
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (16, 40, 40, 3), dtype=np.uint8)
     targets = rng.integers(0, 2, (16, 2)).astype(np.float32)
