@@ -49,7 +49,7 @@ from fastcore.basics import noop
 from foldwise.cli.prefect_server import turn_off_telemetry
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.batches import batch_transforms
-from foldwise.tasks.models import load_model
+from foldwise.tasks.ensemble import load_model
 from foldwise.tasks.predict import predict_images
 from foldwise.tasks.train import resolve_arch
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold

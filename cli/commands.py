@@ -342,8 +342,8 @@ def export(
     ] = "uint8",
 ) -> None:
     """Export an ensemble for serving: one ONNX model, and its labels, thresholds and preprocessing."""
+    from foldwise.tasks.ensemble import resolve_model
     from foldwise.tasks.export import export_model
-    from foldwise.tasks.models import resolve_model
 
     settings = load_config(config, set_)
     exported = export_model(resolve_model(settings, model), out, input_type)

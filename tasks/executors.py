@@ -19,8 +19,8 @@ from typing import Any
 from foldwise.db import folds as fold_store
 from foldwise.db.session import session_scope
 from foldwise.tasks import train
+from foldwise.tasks.ensemble import run_folder
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import run_folder
 from foldwise.tasks.runs import TimedOut
 from foldwise.tasks.train import FoldOutput
 from prefect import Task

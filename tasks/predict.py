@@ -13,9 +13,9 @@ import pandas as pd
 from fastai.data.core import DataLoaders
 from foldwise.tasks.batches import CachedBatches
 from foldwise.tasks.cache import CachedImage, decode_items, item_size
+from foldwise.tasks.ensemble import EnsembleModel, load_weights
 from foldwise.tasks.images import parallel_map
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import EnsembleModel, load_weights
 from foldwise.tasks.train import build_learner, choose_device, plain_model, predict
 
 from foldwise.config import FoldwiseConfig

@@ -34,8 +34,8 @@ from foldwise.db import training as training_store
 from foldwise.db.models import FoldResult, Run, utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.tasks.cache import item_sizes
+from foldwise.tasks.ensemble import MODEL_RECORD, ModelError, atomic_file, load_model, run_folder, runs_folder
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import MODEL_RECORD, ModelError, atomic_file, load_model, run_folder, runs_folder
 from foldwise.tasks.predict import model_item_size
 from foldwise.tasks.runs import training_lock
 from sqlalchemy import select

@@ -46,10 +46,17 @@ from foldwise.db.models import utcnow
 from foldwise.db.session import session_scope, write_with_retries
 from foldwise.tasks.batches import CachedBatches, multi_hot, rarity_weights
 from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
+from foldwise.tasks.ensemble import (
+    EnsembleModel,
+    atomic_file,
+    load_model,
+    load_weights,
+    run_folder,
+    warm_state,
+)
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.losses import MultiLabelLoss
 from foldwise.tasks.metrics import training_metric
-from foldwise.tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
 from foldwise.tasks.runs import phase
 from safetensors.torch import save_file
 from sqlalchemy.exc import SQLAlchemyError

@@ -20,8 +20,8 @@ from foldwise.flows.retrain import retrain
 from foldwise.tasks.alerts import prequential_alert
 from foldwise.tasks.cache import ImageCache
 from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.ensemble import ModelError, load_model, remove_unrecorded_files
 from foldwise.tasks.export import EnsembleGraph, fold_modules
-from foldwise.tasks.models import ModelError, load_model, remove_unrecorded_files
 from foldwise.tasks.predict import ensemble_probabilities, model_item_size
 from foldwise.tasks.retention import human, storage_use
 from prefect.blocks.notifications import CustomWebhookNotificationBlock

@@ -16,8 +16,8 @@ from foldwise.flows.retrain import retrain
 from foldwise.tasks import train as train_module
 from foldwise.tasks.cache import ImageCache
 from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.ensemble import cold_start_reason, load_model
 from foldwise.tasks.metrics import score
-from foldwise.tasks.models import cold_start_reason, load_model
 from foldwise.tasks.predict import ensemble_probabilities, model_item_size, predict_images
 from prefect.testing.utilities import prefect_test_harness
 from safetensors.torch import load_file
