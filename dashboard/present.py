@@ -12,6 +12,8 @@ from typing import Any
 from foldwise.db.registry import GATE_FAILED
 from foldwise.db.training import FAILED, SUCCEEDED
 
+from foldwise.stages import trained_stages
+
 MISSING = "–"
 # A run's outcome, what its badge says, and the badge's colour (Streamlit's names).
 OUTCOME_COLORS = {
@@ -137,12 +139,6 @@ def flow_run_link(flow_run_id: str | None) -> str | None:
     return f"{base}/runs/flow-run/{flow_run_id}" if base and flow_run_id else None
 
 
-def run_stages(config: dict[str, Any], warm_started: bool) -> list[dict[str, Any]]:
-    """The training stages a run goes through (a warm-started run's own, when its config has them)."""
-    train = config.get("train", {})
-    return (warm_started and train.get("warm_start_stages")) or train.get("stages") or []
-
-
 @dataclass(frozen=True)
 class Progress:
     """How far a running run is: folds finished (trained or reused), and the fold, stage and epoch now."""
@@ -197,7 +193,8 @@ def progress(
     training now is the last with epoch rows and no result yet."""
     done = {f["fold"]: f["reused_from_run_id"] for f in finished_folds}
     training = [e for e in epochs if e["fold"] not in done]
-    stages = run_stages(config, warm_started)
+    train = config.get("train", {})
+    stages = trained_stages(train.get("stages") or [], train.get("warm_start_stages"), warm_started)
     n_folds = int(config.get("folds", {}).get("n_folds", len(done)))
     if not training:
         # Between folds the next one has begun but finished no epoch yet.

@@ -46,8 +46,8 @@ TTA_PASSES, TTA_BETA = 4, 0.25  # fastai's tta: 4 augmented passes, weighed 3:1 
 
 
 def model_item_size(model: EnsembleModel) -> int:
-    """The size of the items this model's last stage saw."""
-    return item_size(model.config.train.stages[-1], model.config.augment.presize)
+    """The size of the items this model's last trained stage saw."""
+    return item_size(model.stages[-1], model.config.augment.presize)
 
 
 def ensemble_probabilities(

@@ -64,6 +64,7 @@ from sqlalchemy.orm import Session
 
 from foldwise.config import ConfigError, FoldwiseConfig, StageConfig
 from foldwise.errors import FoldwiseError
+from foldwise.stages import trained_stages
 
 
 class PretrainedWeightsUnavailable(FoldwiseError, RuntimeError):
@@ -357,13 +358,11 @@ def fit_stages(
     device: torch.device,
     record_epoch,
     fold: int,
+    stages: list[StageConfig],
     warm_from: EnsembleModel | None = None,
 ) -> Learner:
     """Progressive resizing: each stage continues from the previous stage's weights at its own size.
-
-    Warm-started, the first stage begins from the champion's weights for this fold, and the stages
-    are `train.warm_start_stages` when set."""
-    stages = (warm_from and config.train.warm_start_stages) or config.train.stages
+    Warm-started, the first stage begins from the champion's weights for this fold."""
     learn = None
     for stage_number, stage in enumerate(stages):
         dls = stage_loaders(images, valid, stage.size, config, device, seed=config.folds.seed + fold)
@@ -518,6 +517,7 @@ def train_fold(
             )
             unwritten_epochs.append(values)
 
+    stages = trained_stages(config.train.stages, config.train.warm_start_stages, warm_from is not None)
     seed = config.folds.seed + fold
     set_seed(seed, reproducible=config.train.deterministic)  # same inputs and seed: same weights on a CPU in fp32
     if device.type == "cuda":
@@ -529,7 +529,7 @@ def train_fold(
     try:
         with fastai_random(seed), phase(config, run_id, f"fold {fold} training"):
             champion = load_model(config, warm_from) if warm_from is not None else None
-            learn = fit_stages(trainable, valid, config, device, record_epoch, fold, champion)
+            learn = fit_stages(trainable, valid, config, device, record_epoch, fold, stages, champion)
         state = {
             name: tensor.detach().contiguous().cpu()
             for name, tensor in plain_model(learn).state_dict().items()
@@ -537,7 +537,7 @@ def train_fold(
         with atomic_file(weights_path) as partial:
             save_file(state, str(partial))
         # One pass over each set: its validation fold (out of fold) and the holdout (the gate set).
-        size = config.train.stages[-1].size
+        size = stages[-1].size
         oof, gate = trainable.subset(valid), holdout
         loaders = [prediction_batches(part, size, config, device) for part in (oof, gate)]
         with (
