@@ -85,7 +85,10 @@ def runs(url: str) -> pd.DataFrame:
     frame["duration_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
     latest = present.latest_decisions(decisions(url))
     frame["outcome"] = [
-        present.run_outcome(s, latest.get(i)) for i, s in zip(frame["id"], frame["status"], strict=True)
+        registry.run_outcome(s, latest[i]["kind"], latest[i]["promoted"])
+        if i in latest
+        else registry.run_outcome(s, None)
+        for i, s in zip(frame["id"], frame["status"], strict=True)
     ]
     frame["decision"] = pd.Series(
         [latest[i]["reason"] if i in latest else None for i in frame["id"]], dtype=object

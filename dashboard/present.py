@@ -9,13 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from foldwise.db.registry import GATE_FAILED
-from foldwise.db.training import FAILED, SUCCEEDED
-
+from foldwise import metrics
 from foldwise.stages import trained_stages
 
 MISSING = "–"
-# A run's outcome, what its badge says, and the badge's colour (Streamlit's names).
+# The colour of each run outcome's badge (Streamlit's names); foldwise.db.registry.run_outcome decides it.
 OUTCOME_COLORS = {
     "running": "blue",
     "promoted": "green",
@@ -28,17 +26,6 @@ OUTCOME_COLORS = {
 }
 CHAMPION = "champion"
 CHAMPION_COLOR = "violet"
-
-
-def run_outcome(status: str, decision: dict[str, Any] | None) -> str:
-    """What became of a run: its status, or for a successful one what the gate (or a person) decided."""
-    if status != SUCCEEDED:
-        return status if status in OUTCOME_COLORS else FAILED
-    if decision is None:
-        return "not gated"  # its process died before the gate; the next run gates it
-    if decision["kind"] == GATE_FAILED:
-        return "gate-failed"
-    return "promoted" if decision["promoted"] else "rejected"
 
 
 def latest_decisions(decisions: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -55,23 +42,14 @@ def champion_decision(decisions: list[dict[str, Any]], champion: int | None) -> 
 
 
 def metric_name(metric: str | None, beta: float | None) -> str:
-    """How a run's configured metric is called: 'F2 (samples)', 'F1 (macro)' (as the run report does)."""
+    """How a run's configured metric is called (foldwise.metrics names it); 'score' for a run without scores."""
     if not isinstance(metric, str) or beta is None or math.isnan(beta):
-        return "score"  # a run without scores
-    return f"F{beta:g} ({metric.removeprefix('fbeta_')})"
+        return "score"
+    return metrics.metric_name(metric, beta)
 
 
 def score(value: float | None) -> str:
     return MISSING if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-
-def size(n_bytes: float) -> str:
-    value = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            break
-        value /= 1024
-    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def duration(seconds: float | None) -> str:

@@ -52,12 +52,13 @@ def title_prefix(config: FoldwiseConfig) -> str:
 
 def decision_alert(config: FoldwiseConfig, decision: ModelDecision) -> Alert:
     prefix, candidate = title_prefix(config), decision.candidate_run_id
-    if decision.kind == registry.GATE_FAILED:
+    outcome = registry.decision_outcome(decision.kind, decision.promoted)
+    if outcome == "gate-failed":
         stays = f"; run {decision.champion_after} stays champion" if decision.champion_after else ""
         return Alert(
             "gate-failed", f"{prefix}the champion gate of run {candidate} failed", decision.reason + stays
         )
-    if decision.promoted:
+    if outcome == "promoted":
         was = f" (was run {decision.champion_before})" if decision.champion_before else ""
         return Alert("promoted", f"{prefix}run {candidate} is the new champion{was}", decision.reason)
     return Alert(

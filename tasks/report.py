@@ -9,8 +9,8 @@ from typing import Any
 from foldwise.db import queries, registry
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
-from foldwise.tasks import metrics
 
+from foldwise import metrics
 from foldwise.config import FoldwiseConfig
 
 

@@ -24,6 +24,7 @@ import fastai.data.load
 import fastai.vision.augment
 import numpy as np
 import pandas as pd
+import sklearn.metrics
 import torch
 import torchvision
 from fastai.callback import fp16, schedule  # noqa: F401  (they add fit_one_cycle, lr_find, to_bf16 to Learner)
@@ -34,7 +35,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.metrics import accuracy_multi
+from fastai.metrics import accuracy_multi, skm_to_fastai
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
@@ -56,14 +57,14 @@ from foldwise.tasks.ensemble import (
 )
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.losses import MultiLabelLoss
-from foldwise.tasks.metrics import training_metric
 from foldwise.tasks.runs import phase
 from safetensors.torch import save_file
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from foldwise.config import ConfigError, FoldwiseConfig, StageConfig
+from foldwise.config import ConfigError, FoldwiseConfig, StageConfig, ThresholdConfig
 from foldwise.errors import FoldwiseError
+from foldwise.metrics import AVERAGES
 from foldwise.stages import trained_stages
 
 
@@ -231,6 +232,19 @@ HEADS = {
     "fastai": {},
     "linear": {"concat_pool": False, "lin_ftrs": [], "ps": 0.0, "first_bn": False},
 }
+
+
+def training_metric(settings: ThresholdConfig):
+    """The configured metric in each epoch's log, at the 0.5 threshold (thresholds are chosen after
+    training): fastai's FBetaMulti, with an undefined score 0 as in foldwise.metrics, not a warning."""
+    return skm_to_fastai(
+        sklearn.metrics.fbeta_score,
+        thresh=0.5,
+        flatten=False,
+        beta=settings.beta,
+        average=AVERAGES[settings.metric],
+        zero_division=0,
+    )
 
 
 def build_learner(dls: DataLoaders, n_out: int, config: FoldwiseConfig, device: torch.device) -> Learner:

@@ -50,10 +50,7 @@ def gate_outcomes(url: str) -> dict[int, str]:
     """What the database says became of each successful run (its latest decision)."""
     with session_scope(url) as session:
         latest = {d.candidate_run_id: d for d in registry.decisions(session=session) if d.candidate_run_id}
-    return {
-        run_id: "gate-failed" if d.kind == registry.GATE_FAILED else "promoted" if d.promoted else "rejected"
-        for run_id, d in latest.items()
-    }
+    return {run_id: registry.decision_outcome(d.kind, d.promoted) for run_id, d in latest.items()}
 
 
 def image_captions(app) -> list[str]:

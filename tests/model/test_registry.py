@@ -19,7 +19,6 @@ from foldwise.tasks.cache import ImageCache
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.ensemble import cold_start_reason, load_model
 from foldwise.tasks.export import export_model
-from foldwise.tasks.metrics import score
 from foldwise.tasks.predict import ensemble_probabilities, model_item_size, predict_images
 from prefect.testing.utilities import prefect_test_harness
 from safetensors.torch import load_file
@@ -27,6 +26,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from foldwise.config import ThresholdConfig, load_config
+from foldwise.metrics import score
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
