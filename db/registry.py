@@ -92,7 +92,9 @@ def models(*, session: Session) -> list[dict[str, Any]]:
             "run_id": run["id"],
             "finished_at": run["finished_at"],
             "dataset_size": run["dataset_size"],
-            "fbeta_oof": run["fbeta_oof"],
+            "score_oof": run["score_oof"],  # the configured metric, cross-fitted out of fold
+            "metric": run["metric"],
+            "beta": run["beta"],
             "champion": run["id"] == champion,
             "decision": latest[run["id"]].reason if run["id"] in latest else "",
         }

@@ -17,7 +17,6 @@ scikit-learn's function (tasks/train.py).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from foldwise.config import ThresholdConfig
 
@@ -73,6 +72,8 @@ def class_precision_recall(predicted: np.ndarray, truth: np.ndarray) -> tuple[np
 
 def average_precision(truth: np.ndarray, probabilities: np.ndarray) -> float | None:
     """Average precision of one class's probabilities; None without positives (undefined)."""
+    from sklearn.metrics import average_precision_score  # here: naming a metric needs no scikit-learn
+
     return float(average_precision_score(truth, probabilities)) if truth.any() else None
 
 

@@ -21,7 +21,7 @@ from foldwise.tasks.logs import get_logger
 from foldwise.tasks.runs import describe_error
 from sqlalchemy import func, select
 
-from foldwise import secrets
+from foldwise import metrics, secrets
 from foldwise.config import AlertEvent, FoldwiseConfig
 from foldwise.errors import FoldwiseError
 
@@ -107,7 +107,8 @@ def prequential_alert(
         "prequential-drop",
         f"{title_prefix(config)}the champion scored {score:.4f} on pull {pull_id}'s new images",
         f"champion run {champion_id} scored {score:.4f} on the {n_images} labeled images of pull {pull_id} "
-        f"before training on them, {expected - score:.4f} below its out-of-fold {expected:.4f} (more than "
+        f"before training on them, {expected - score:.4f} below its {metrics.oof_label(metrics.name(config.thresholds))} "
+        f"{expected:.4f} (more than "
         f"alerts.prequential_drop {config.alerts.prequential_drop:g}): the data may have drifted",
     )
 

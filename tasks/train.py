@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import sklearn.metrics
 import torch
-import torchvision
 from fastai.callback import fp16, schedule  # noqa: F401  (they add fit_one_cycle, lr_find, to_bf16 to Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback
@@ -62,7 +61,7 @@ from safetensors.torch import save_file
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from foldwise.config import ConfigError, FoldwiseConfig, StageConfig, ThresholdConfig
+from foldwise.config import ConfigError, FoldwiseConfig, StageConfig, ThresholdConfig, resolve_arch
 from foldwise.errors import FoldwiseError
 from foldwise.metrics import AVERAGES
 from foldwise.stages import trained_stages
@@ -132,22 +131,6 @@ def choose_device(setting: str) -> torch.device:
             f"train.device = {setting!r} but there are {torch.cuda.device_count()} CUDA devices"
         )
     return device
-
-
-def resolve_arch(name: str):
-    """A torchvision model function by name, else the timm name (fastai builds timm models by name)."""
-    builder = getattr(torchvision.models, name, None)
-    if callable(builder) and name.islower():
-        return builder
-    try:
-        import timm
-    except ImportError:
-        raise ConfigError(
-            f"model.arch {name!r} is not a torchvision model, and timm is not installed"
-        ) from None
-    if name not in timm.list_models():
-        raise ConfigError(f"model.arch {name!r} is neither a torchvision nor a timm model")
-    return name
 
 
 def stage_loaders(

@@ -11,7 +11,7 @@ from foldwise.dashboard.views.common import run_label
 OVERALL = {  # (split, column) -> row name; {metric}: the runs' configured metric
     ("oof", "score"): "OOF {metric}, cross-fitted",
     ("holdout", "score"): "holdout {metric}",
-    ("oof", "score_in_sample"): "OOF {metric}, thresholds scored where fitted (optimistic)",
+    ("oof", "score_in_sample"): "OOF {metric}, in-sample: thresholds scored where fitted (optimistic)",
     ("oof", "baseline_all"): "OOF baseline: every label predicted",
     ("oof", "baseline_prior"): "OOF baseline: most frequent labels predicted",
     ("oof", "fbeta_samples_global"): "OOF F-beta (samples), one global threshold",

@@ -8,6 +8,8 @@ import streamlit as st
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import badges, live_run
 
+from foldwise import metrics
+
 RECENT_DECISIONS = 10
 
 
@@ -22,12 +24,12 @@ def champion_card(runs: pd.DataFrame, decisions: list[dict], champion_id: int | 
         best = scored.loc[scored["score_oof"].idxmax()]
         st.metric(f"Best model: run {best['id']}", present.score(best["score_oof"]))
         st.caption(
-            f"OOF {best['metric_name']}; no gate has chosen a champion yet: the best out-of-fold score."
+            f"{metrics.oof_label(best['metric_name'])}; no gate has chosen a champion yet: the best out-of-fold score."
         )
         return
     row = runs[runs["id"] == champion_id].iloc[0]
     st.metric(f"Champion: run {champion_id}", present.score(row["score_oof"]))
-    st.caption(f"OOF {row['metric_name']}, cross-fitted")
+    st.caption(metrics.oof_label(row["metric_name"]))
     decision = present.champion_decision(decisions, champion_id)
     if decision is not None:
         st.caption(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 from foldwise.cli import app
 from foldwise.db import queries, registry
-from foldwise.db.models import Epoch, ModelDecision, Prediction, Run, Sample, TrainingLock
+from foldwise.db.models import Epoch, ModelDecision, Prediction, Run, RunMetric, Sample, TrainingLock
 from foldwise.db.session import session_scope
 from foldwise.flows.predict import predict_flow
 from foldwise.flows.retrain import retrain
@@ -191,6 +192,23 @@ def test_warm_start_begins_from_the_champion_with_its_own_stages(tmp_path, monke
     after = load_file(str(tmp_path / "runs" / str(second.run_id) / "fold0.safetensors"))
     convolutions = [k for k, v in before.items() if v.ndim == 4]
     assert convolutions and all(np.allclose(before[k], after[k], atol=1e-6) for k in convolutions)
+
+
+def test_foldwise_run_and_foldwise_models_print_the_same_oof_figure(tmp_path):
+    """Issue 21: one name, one number: the configured metric (here macro F1), cross-fitted, in both."""
+    options = overrides(tmp_path, "thresholds.metric='fbeta_macro'", "thresholds.beta=1")
+    deliver_drop(tmp_path / "source", n_images=40)
+    arguments = ["--config", str(CONFIGS / "demo.toml")] + [part for o in options for part in ("--set", o)]
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", *arguments])
+    assert ran.exit_code == 0, ran.output
+    [figure] = re.findall(r"OOF F1 \(macro\), cross-fitted (\d\.\d{4})", ran.output)
+    listed = runner.invoke(app, ["models", *arguments])
+    assert listed.exit_code == 0, listed.output
+    assert re.findall(r"OOF F1 \(macro\), cross-fitted (\d\.\d{4})", listed.output) == [figure]
+    with session_scope(load_config(CONFIGS / "demo.toml", options).resolved_database_url()) as session:
+        [oof] = session.scalars(select(RunMetric).where(RunMetric.split == "oof")).all()
+    assert oof.metric == "fbeta_macro" and figure == f"{oof.score:.4f}"
 
 
 def test_a_warm_start_whose_stages_end_at_another_size_is_used_at_the_size_it_trained(tmp_path, monkeypatch):
