@@ -132,6 +132,7 @@ def artifact_key(config: FoldwiseConfig, what: str) -> str:
 
 
 def publish_report(config: FoldwiseConfig, run_id: int) -> RunReport:
+    """The run's report as Prefect artifacts: its summary in Markdown, and its per-class table."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     report = build_report(config, run_id)

@@ -11,11 +11,11 @@ from foldwise.db.folds import HOLDOUT
 from foldwise.db.session import session_scope
 from foldwise.tasks.ensemble import forget_unfinished_folds, write_model_record
 from foldwise.tasks.evaluate import Evaluation, evaluate
+from foldwise.tasks.fold_records import FoldOutput
 from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.runs import RunSummary
 from foldwise.tasks.thresholds import Thresholds, baselines, choose_thresholds
-from foldwise.tasks.train import FoldOutput
 
 from foldwise import metrics
 from foldwise.config import FoldwiseConfig, ThresholdConfig
