@@ -101,7 +101,7 @@ def runs(url: str) -> pd.DataFrame:
     return frame
 
 
-def metric_name(runs: pd.DataFrame) -> str:
+def newest_metric_name(runs: pd.DataFrame) -> str:
     """The newest scored run's metric: what score columns and axes are called."""
     scored = runs.dropna(subset=["score_oof"])
     return scored["metric_name"].iloc[-1] if not scored.empty else "score"

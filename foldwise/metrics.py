@@ -77,6 +77,13 @@ def average_precision(truth: np.ndarray, probabilities: np.ndarray) -> float | N
     return float(average_precision_score(truth, probabilities)) if truth.any() else None
 
 
+def precision_recall_curve(truth: np.ndarray, probabilities: np.ndarray):
+    """One class's precision, recall and thresholds along its curve (scikit-learn's)."""
+    from sklearn.metrics import precision_recall_curve as curve
+
+    return curve(truth, probabilities)
+
+
 def metric_name(metric: str, beta: float) -> str:
     """How the CLI, reports, logs and the dashboard call a metric: 'F2 (samples)', 'F1 (macro)'."""
     return f"F{beta:g} ({AVERAGES[metric]})"

@@ -42,7 +42,7 @@ def scores_figure(runs: pd.DataFrame, champion_id: int | None) -> go.Figure:
     """OOF (cross-fitted) and holdout (gate set) scores of every successful run; markers coloured by the
     gate outcome."""
     scored = runs[runs["status"] == "succeeded"]
-    name = data.metric_name(runs)
+    name = data.newest_metric_name(runs)
     hover = [
         f"run {r.id}, {r.outcome}, finished {present.moment(r.finished_at)}" for r in scored.itertuples()
     ]

@@ -8,7 +8,8 @@ import streamlit as st
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import badges, choose_run, flow_run_text, live_run
 from foldwise.db.models import utcnow
-from sklearn.metrics import average_precision_score, precision_recall_curve
+
+from foldwise import metrics
 
 
 def class_table(oof: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
@@ -48,13 +49,11 @@ def class_diagnostics(url: str, run: dict, classes: pd.DataFrame, beta: str) -> 
     left, right = st.columns(2)
     if column is not None and truth[:, column].any():
         scores, positives = probabilities[:, column], truth[:, column]
-        precision, recall, thresholds = precision_recall_curve(positives, scores)
+        precision, recall, thresholds = metrics.precision_recall_curve(positives, scores)
         predicted = scores >= chosen["threshold"]
-        at_threshold = (
-            (positives & predicted).sum() / max(predicted.sum(), 1),
-            (positives & predicted).sum() / positives.sum(),
-        )
-        ap = average_precision_score(positives, scores)
+        [precision_at], [recall_at] = metrics.class_precision_recall(predicted[:, None], positives[:, None])
+        at_threshold = (float(precision_at), float(recall_at))
+        ap = metrics.average_precision(positives, scores)
         left.plotly_chart(
             charts.precision_recall(precision, recall, at_threshold, label, ap),
             key="precision_recall",
@@ -156,7 +155,7 @@ def render(url: str) -> None:
         run["config"].get("thresholds", {}).get("metric", "fbeta_samples"), run["beta"]
     )
     cols[0].metric(
-        f"OOF {metric}",
+        metrics.oof_label(metric),
         present.score(row["score_oof"]),
         help="cross-fitted: thresholds never scored on the predictions they were fitted to",
     )

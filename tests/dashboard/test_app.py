@@ -275,7 +275,7 @@ def test_run_detail_matches_the_database(monkeypatch, filled_database):
     app = open_app(monkeypatch, filled_database, "Run detail")
     app.selectbox(key="run").set_value(2).run()
     values = {m.label: m.value for m in app.metric}
-    assert values["OOF F2 (samples)"] == f"{oof:.4f}" and values["Samples"] == "52"
+    assert values["OOF F2 (samples), cross-fitted"] == f"{oof:.4f}" and values["Samples"] == "52"
 
     classes = table(app, "fbeta_holdout")
     assert dict(zip(classes["label"], classes["threshold"], strict=True)) == pytest.approx(

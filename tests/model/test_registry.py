@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from foldwise.tasks.export import export_model
 from foldwise.tasks.predict import ensemble_probabilities, model_item_size, predict_images
 from prefect.testing.utilities import prefect_test_harness
 from safetensors.torch import load_file
+from sklearn.exceptions import UndefinedMetricWarning
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -250,7 +252,9 @@ def test_a_warm_start_whose_stages_end_at_another_size_is_used_at_the_size_it_tr
     rows = np.array([store.rows[hashes[i]] for i in ids])
     recomputed = ensemble_probabilities(model, store.pixels(), rows)
     assert recomputed == pytest.approx(np.array([stored[i] for i in ids]), abs=1e-4)
-    assert predict_images(warm, [warm.source.path / "images"], model).probabilities.shape[0] == 50
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)  # `foldwise predict` printed it twice
+        assert predict_images(warm, [warm.source.path / "images"], model).probabilities.shape[0] == 50
 
     exported = export_model(model, tmp_path / "serving")
     preprocessing = json.loads(exported.metadata_path.read_text())["preprocessing"]
