@@ -208,9 +208,10 @@ def render(url: str) -> None:
                 "threshold": st.column_config.NumberColumn("threshold", format="%.3f"),
                 "per_class_threshold": st.column_config.NumberColumn("per-class candidate", format="%.3f"),
                 "fallback": st.column_config.CheckboxColumn("global threshold"),
-                "fbeta": st.column_config.NumberColumn(f"OOF {beta}", **score_format),
-                "precision": st.column_config.NumberColumn("OOF precision", **score_format),
-                "recall": st.column_config.NumberColumn("OOF recall", **score_format),
+                # At thresholds fitted to these same predictions: in-sample.
+                "fbeta": st.column_config.NumberColumn(f"OOF {beta} (in-sample)", **score_format),
+                "precision": st.column_config.NumberColumn("OOF precision (in-sample)", **score_format),
+                "recall": st.column_config.NumberColumn("OOF recall (in-sample)", **score_format),
                 "support": st.column_config.NumberColumn("OOF support", format="%d"),
                 "fbeta_holdout": st.column_config.NumberColumn(f"holdout {beta}", **score_format),
                 "precision_holdout": st.column_config.NumberColumn("holdout precision", **score_format),
