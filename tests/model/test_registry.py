@@ -165,18 +165,19 @@ def test_predict_writes_the_submission_format_with_per_class_thresholds(tmp_path
     assert not np.allclose(with_tta, plain, atol=1e-6)  # augmented views were averaged in
 
 
-def test_warm_start_begins_from_the_champion_with_its_own_stages(tmp_path, monkeypatch):
+def champion_and_warm_config(tmp_path, warm_stages: str):
+    """A champion trained on 40 images, 10 more delivered, and a config that warm-starts from it."""
     cold = load_config(CONFIGS / "demo.toml", overrides(tmp_path))
     deliver_drop(cold.source.path, n_images=40)
     first = retrain(cold)
     deliver_drop(cold.source.path, n_images=10)
+    options = overrides(tmp_path, "train.warm_start=true", f"train.warm_start_stages={warm_stages}")
+    return first, load_config(CONFIGS / "demo.toml", options)
+
+
+def test_warm_start_begins_from_the_champion_with_its_own_stages(tmp_path, monkeypatch):
     # A learning rate of ~0: the warm-started weights must stay the champion's.
-    warm = load_config(
-        CONFIGS / "demo.toml",
-        overrides(
-            tmp_path, "train.warm_start=true", "train.warm_start_stages=[{size=32, epochs=1, lr=1e-12}]"
-        ),
-    )
+    first, warm = champion_and_warm_config(tmp_path, "[{size=32, epochs=1, lr=1e-12}]")
     loaded = []
     real_load_weights = train_module.load_weights
     monkeypatch.setattr(
@@ -216,16 +217,7 @@ def test_foldwise_run_and_foldwise_models_print_the_same_oof_figure(tmp_path):
 def test_a_warm_start_whose_stages_end_at_another_size_is_used_at_the_size_it_trained(tmp_path, monkeypatch):
     """Issue 21: warm stages ending at 24 px while `train.stages` ends at 32: the folds' predictions (so
     the gate's), model.json, prediction and export all use 24."""
-    cold = load_config(CONFIGS / "demo.toml", overrides(tmp_path))
-    deliver_drop(cold.source.path, n_images=40)
-    first = retrain(cold)
-    deliver_drop(cold.source.path, n_images=10)
-    warm = load_config(
-        CONFIGS / "demo.toml",
-        overrides(
-            tmp_path, "train.warm_start=true", "train.warm_start_stages=[{size=24, epochs=1, lr=1e-3}]"
-        ),
-    )
+    first, warm = champion_and_warm_config(tmp_path, "[{size=24, epochs=1, lr=1e-3}]")
     assert warm.train.stages[-1].size == 32
     predicted_at = []
     real_batches = train_module.prediction_batches
