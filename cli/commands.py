@@ -279,7 +279,7 @@ def models(config: ConfigOption, set_: SetOption = None) -> None:
     for row in rows:
         marker = "*" if row["champion"] else " "
         score = "-" if row["score_oof"] is None else f"{row['score_oof']:.4f}"
-        name = metrics.metric_name(row["metric"], row["beta"]) if row["metric"] and row["beta"] else "score"
+        name = metrics.metric_name(row["metric"], row["beta"])
         typer.echo(
             f"{marker} run {row['run_id']:>4}  {row['finished_at']:%Y-%m-%d %H:%M}  {row['dataset_size']:>7} samples"
             f"  {metrics.oof_label(name)} {score}  {row['decision']}"

@@ -16,7 +16,7 @@ from foldwise.db.models import Run
 from foldwise.db.session import current_revision, head_revision, read_scope
 from sqlalchemy.engine import make_url
 
-from foldwise import secrets
+from foldwise import metrics, secrets
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
 DEMO_DATABASE = Path(__file__).resolve().parents[1] / "var" / "demo" / "foldwise.db"
@@ -96,7 +96,7 @@ def runs(url: str) -> pd.DataFrame:
     frame["reason"] = frame["reason"].astype(object).where(frame["reason"].notna(), None)  # None, never NaN
     frame["champion"] = frame["id"] == champion(url)
     frame["metric_name"] = [
-        present.metric_name(m, b) for m, b in zip(frame["metric"], frame["beta"], strict=True)
+        metrics.metric_name(m, b) for m, b in zip(frame["metric"], frame["beta"], strict=True)
     ]
     return frame
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from foldwise import metrics
 from foldwise.stages import trained_stages
 
 MISSING = "–"
@@ -39,13 +38,6 @@ def champion_decision(decisions: list[dict[str, Any]], champion: int | None) -> 
         if decision["champion_after"] == champion and decision["champion_before"] != champion:
             return decision
     return None
-
-
-def metric_name(metric: str | None, beta: float | None) -> str:
-    """How a run's configured metric is called (foldwise.metrics names it); 'score' for a run without scores."""
-    if not isinstance(metric, str) or beta is None or math.isnan(beta):
-        return "score"
-    return metrics.metric_name(metric, beta)
 
 
 def score(value: float | None) -> str:

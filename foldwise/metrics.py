@@ -16,6 +16,8 @@ scikit-learn's function (tasks/train.py).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from foldwise.config import ThresholdConfig
@@ -84,8 +86,11 @@ def precision_recall_curve(truth: np.ndarray, probabilities: np.ndarray):
     return curve(truth, probabilities)
 
 
-def metric_name(metric: str, beta: float) -> str:
-    """How the CLI, reports, logs and the dashboard call a metric: 'F2 (samples)', 'F1 (macro)'."""
+def metric_name(metric: str | None, beta: float | None) -> str:
+    """How the CLI, reports, logs and the dashboard call a metric: 'F2 (samples)', 'F1 (macro)'; 'score'
+    for a run that recorded none."""
+    if not isinstance(metric, str) or beta is None or math.isnan(beta):
+        return "score"
     return f"F{beta:g} ({AVERAGES[metric]})"
 
 

@@ -114,7 +114,7 @@ def decisions_table(decisions: list[dict]) -> pd.DataFrame:
 def prequential_figure(scores: pd.DataFrame) -> go.Figure:
     """The champion's score on each pull's new samples, before training on them, over time; the
     champion's own out-of-fold score is the reference it is held to."""
-    name = present.metric_name(scores["metric"].iloc[-1], scores["beta"].iloc[-1])
+    name = metrics.metric_name(scores["metric"].iloc[-1], scores["beta"].iloc[-1])
     hover = [
         f"pull {r.pull_id}: champion run {r.champion_run_id} on {r.n_samples} new samples"
         for r in scores.itertuples()

@@ -151,7 +151,7 @@ def render(url: str) -> None:
 
     st.markdown(badges(row["outcome"], bool(row["champion"])))
     cols = st.columns(4)
-    metric = present.metric_name(
+    metric = metrics.metric_name(
         run["config"].get("thresholds", {}).get("metric", "fbeta_samples"), run["beta"]
     )
     cols[0].metric(

@@ -178,3 +178,10 @@ def test_metrics_match_scikit_learn_and_fastai(seed):
         assert class_metrics.fbeta == pytest.approx(
             fbeta_score(truth[:, c], predicted[:, c], beta=2, zero_division=0)
         )
+
+
+def test_one_name_for_the_metric_and_its_cross_fitted_figure():
+    assert metrics.metric_name("fbeta_samples", 2.0) == "F2 (samples)" == metrics.name(ThresholdConfig())
+    assert metrics.metric_name("fbeta_macro", 1.0) == "F1 (macro)"
+    assert metrics.metric_name(None, None) == metrics.metric_name("fbeta_micro", float("nan")) == "score"
+    assert metrics.oof_label("F2 (samples)") == "OOF F2 (samples), cross-fitted"
