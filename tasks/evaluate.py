@@ -38,6 +38,7 @@ class Evaluation:
 def evaluate(
     probabilities: np.ndarray, truth: np.ndarray, thresholds: np.ndarray, labels: list[str], beta: float
 ) -> Evaluation:
+    """Overall and per-class metrics of the probabilities, each class cut at its threshold."""
     truth = truth.astype(int)
     predicted = (probabilities >= thresholds[None, :]).astype(int)
     precision, recall = metrics.class_precision_recall(predicted, truth)
