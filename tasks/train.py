@@ -180,8 +180,7 @@ class CpuAutocast(Callback):
 
 def cpu_has_bf16() -> bool:
     """bf16 instructions (AVX512-BF16 or AMX): with them bf16 autocast speeds a CPU up; without them
-    bf16 is emulated and slower (the demo's first stage took 126 s against 36 s in fp32 on an
-    AVX2-only EPYC)."""
+    bf16 is emulated and several times slower than fp32."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
@@ -193,8 +192,7 @@ def use_mixed_precision(setting: str, device: torch.device) -> bool:
 
 
 # vision_learner's head settings. fastai's own (concat pooling, a hidden layer, dropout) suits a pretrained
-# body; from scratch, resnet18 learned far less through it (a plain training loop on bench_quality's data,
-# 3,000 images: test F2 0.62 against 0.88 with average pooling and one linear layer).
+# body; from scratch, a network learns far more through its own head (benchmarks/bench_quality.py).
 HEADS = {
     "fastai": {},
     "linear": {"concat_pool": False, "lin_ftrs": [], "ps": 0.0, "first_bn": False},
