@@ -49,15 +49,14 @@ from fastcore.basics import noop
 from foldwise.cli.prefect_server import turn_off_telemetry
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.batches import batch_transforms
-from foldwise.tasks.models import load_model
+from foldwise.tasks.ensemble import load_model
 from foldwise.tasks.predict import predict_images
-from foldwise.tasks.train import resolve_arch
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from prefect.testing.utilities import prefect_test_harness
 from sklearn.metrics import f1_score, fbeta_score
 
 from benchmarks.quality_data import NAMES, write_planet_dataset
-from foldwise.config import FoldwiseConfig, load_config
+from foldwise.config import FoldwiseConfig, load_config, resolve_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS_THRESHOLD = 0.2

@@ -156,12 +156,14 @@ def run(
     from foldwise.cli.prefect_server import prefect_api
     from foldwise.flows.retrain import retrain
 
+    from foldwise import metrics
+
     with prefect_api():
         summary = retrain(settings, force=force)
     line = f"run {summary.run_id}: {summary.status}"
     line += f", {summary.gate} (trained: {summary.reason})" if summary.gate else f" ({summary.reason})"
     if summary.score_oof is not None:
-        line += f", OOF {summary.metric} {summary.score_oof:.4f} (cross-fitted)"
+        line += f", {metrics.oof_label(summary.metric)} {summary.score_oof:.4f}"
     if summary.score_holdout is not None:
         line += f", holdout {summary.score_holdout:.4f}"
     if summary.seconds is not None:
@@ -266,6 +268,8 @@ def models(config: ConfigOption, set_: SetOption = None) -> None:
     from foldwise.db import registry
     from foldwise.db.session import ensure_schema, session_scope
 
+    from foldwise import metrics
+
     url = load_config(config, set_).resolved_database_url()
     ensure_schema(url)
     with session_scope(url) as session:
@@ -274,10 +278,11 @@ def models(config: ConfigOption, set_: SetOption = None) -> None:
         typer.echo("no models yet: a successful `foldwise run` makes the first one")
     for row in rows:
         marker = "*" if row["champion"] else " "
-        score = "-" if row["fbeta_oof"] is None else f"{row['fbeta_oof']:.4f}"
+        score = "-" if row["score_oof"] is None else f"{row['score_oof']:.4f}"
+        name = metrics.metric_name(row["metric"], row["beta"])
         typer.echo(
             f"{marker} run {row['run_id']:>4}  {row['finished_at']:%Y-%m-%d %H:%M}  {row['dataset_size']:>7} samples"
-            f"  OOF {score}  {row['decision']}"
+            f"  {metrics.oof_label(name)} {score}  {row['decision']}"
         )
 
 
@@ -342,8 +347,8 @@ def export(
     ] = "uint8",
 ) -> None:
     """Export an ensemble for serving: one ONNX model, and its labels, thresholds and preprocessing."""
+    from foldwise.tasks.ensemble import resolve_model
     from foldwise.tasks.export import export_model
-    from foldwise.tasks.models import resolve_model
 
     settings = load_config(config, set_)
     exported = export_model(resolve_model(settings, model), out, input_type)

@@ -16,7 +16,7 @@ from foldwise.db.models import Run
 from foldwise.db.session import current_revision, head_revision, read_scope
 from sqlalchemy.engine import make_url
 
-from foldwise import secrets
+from foldwise import metrics, secrets
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
 DEMO_DATABASE = Path(__file__).resolve().parents[1] / "var" / "demo" / "foldwise.db"
@@ -85,7 +85,10 @@ def runs(url: str) -> pd.DataFrame:
     frame["duration_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
     latest = present.latest_decisions(decisions(url))
     frame["outcome"] = [
-        present.run_outcome(s, latest.get(i)) for i, s in zip(frame["id"], frame["status"], strict=True)
+        registry.run_outcome(s, latest[i]["kind"], latest[i]["promoted"])
+        if i in latest
+        else registry.run_outcome(s, None)
+        for i, s in zip(frame["id"], frame["status"], strict=True)
     ]
     frame["decision"] = pd.Series(
         [latest[i]["reason"] if i in latest else None for i in frame["id"]], dtype=object
@@ -93,12 +96,12 @@ def runs(url: str) -> pd.DataFrame:
     frame["reason"] = frame["reason"].astype(object).where(frame["reason"].notna(), None)  # None, never NaN
     frame["champion"] = frame["id"] == champion(url)
     frame["metric_name"] = [
-        present.metric_name(m, b) for m, b in zip(frame["metric"], frame["beta"], strict=True)
+        metrics.metric_name(m, b) for m, b in zip(frame["metric"], frame["beta"], strict=True)
     ]
     return frame
 
 
-def metric_name(runs: pd.DataFrame) -> str:
+def newest_metric_name(runs: pd.DataFrame) -> str:
     """The newest scored run's metric: what score columns and axes are called."""
     scored = runs.dropna(subset=["score_oof"])
     return scored["metric_name"].iloc[-1] if not scored.empty else "score"

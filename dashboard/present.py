@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from foldwise.db.registry import GATE_FAILED
-from foldwise.db.training import FAILED, SUCCEEDED
+from foldwise.stages import trained_stages
 
 MISSING = "–"
-# A run's outcome, what its badge says, and the badge's colour (Streamlit's names).
+# The colour of each run outcome's badge (Streamlit's names); foldwise.db.registry.run_outcome decides it.
 OUTCOME_COLORS = {
     "running": "blue",
     "promoted": "green",
@@ -26,17 +25,6 @@ OUTCOME_COLORS = {
 }
 CHAMPION = "champion"
 CHAMPION_COLOR = "violet"
-
-
-def run_outcome(status: str, decision: dict[str, Any] | None) -> str:
-    """What became of a run: its status, or for a successful one what the gate (or a person) decided."""
-    if status != SUCCEEDED:
-        return status if status in OUTCOME_COLORS else FAILED
-    if decision is None:
-        return "not gated"  # its process died before the gate; the next run gates it
-    if decision["kind"] == GATE_FAILED:
-        return "gate-failed"
-    return "promoted" if decision["promoted"] else "rejected"
 
 
 def latest_decisions(decisions: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -52,24 +40,8 @@ def champion_decision(decisions: list[dict[str, Any]], champion: int | None) -> 
     return None
 
 
-def metric_name(metric: str | None, beta: float | None) -> str:
-    """How a run's configured metric is called: 'F2 (samples)', 'F1 (macro)' (as the run report does)."""
-    if not isinstance(metric, str) or beta is None or math.isnan(beta):
-        return "score"  # a run without scores
-    return f"F{beta:g} ({metric.removeprefix('fbeta_')})"
-
-
 def score(value: float | None) -> str:
     return MISSING if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-
-def size(n_bytes: float) -> str:
-    value = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            break
-        value /= 1024
-    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def duration(seconds: float | None) -> str:
@@ -137,12 +109,6 @@ def flow_run_link(flow_run_id: str | None) -> str | None:
     return f"{base}/runs/flow-run/{flow_run_id}" if base and flow_run_id else None
 
 
-def run_stages(config: dict[str, Any], warm_started: bool) -> list[dict[str, Any]]:
-    """The training stages a run goes through (a warm-started run's own, when its config has them)."""
-    train = config.get("train", {})
-    return (warm_started and train.get("warm_start_stages")) or train.get("stages") or []
-
-
 @dataclass(frozen=True)
 class Progress:
     """How far a running run is: folds finished (trained or reused), and the fold, stage and epoch now."""
@@ -197,7 +163,8 @@ def progress(
     training now is the last with epoch rows and no result yet."""
     done = {f["fold"]: f["reused_from_run_id"] for f in finished_folds}
     training = [e for e in epochs if e["fold"] not in done]
-    stages = run_stages(config, warm_started)
+    train = config.get("train", {})
+    stages = trained_stages(train.get("stages") or [], train.get("warm_start_stages"), warm_started)
     n_folds = int(config.get("folds", {}).get("n_folds", len(done)))
     if not training:
         # Between folds the next one has begun but finished no epoch yet.

@@ -66,8 +66,8 @@ def class_results(*, session: Session, run_id: int, split: str = "oof") -> list[
 
 
 def runs_overview(*, session: Session) -> list[dict[str, Any]]:
-    """Every run with its out-of-fold and holdout F-beta over samples, and its configured metric's
-    scores (cross-fitted out of fold): the rows of the runs table and charts."""
+    """Every run with its configured metric's scores (out of fold: cross-fitted; and on the gate set):
+    the rows of the runs table and charts, and `foldwise models`."""
     oof, holdout = aliased(RunMetric), aliased(RunMetric)
     rows = session.execute(
         select(
@@ -79,8 +79,6 @@ def runs_overview(*, session: Session) -> list[dict[str, Any]]:
             Run.dataset_size,
             Run.storage_bytes,
             Run.beta,
-            oof.fbeta_samples.label("fbeta_oof"),
-            holdout.fbeta_samples.label("fbeta_holdout"),
             oof.metric,
             oof.score.label("score_oof"),
             holdout.score.label("score_holdout"),

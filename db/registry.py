@@ -11,11 +11,29 @@ from typing import Any
 from foldwise.db.folds import HOLDOUT, load_fold_set
 from foldwise.db.models import FoldAssignment, ModelDecision, Run, Sample
 from foldwise.db.queries import runs_overview
-from foldwise.db.training import SUCCEEDED
+from foldwise.db.training import FAILED, SUCCEEDED
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 GATE, GATE_FAILED, PROMOTE, ROLLBACK = "gate", "gate-failed", "promote", "rollback"
+# What became of a run: its status, or for a successful one what the gate (or a person) decided.
+OUTCOMES = ("running", "promoted", "rejected", "gate-failed", "not gated", "skipped", "failed", "crashed")
+
+
+def decision_outcome(kind: str, promoted: bool) -> str:
+    """What a decision made of its candidate: 'gate-failed', 'promoted' or 'rejected'."""
+    if kind == GATE_FAILED:
+        return "gate-failed"
+    return "promoted" if promoted else "rejected"
+
+
+def run_outcome(status: str, decision_kind: str | None, promoted: bool = False) -> str:
+    """What became of a run, from its status and its latest decision (None: never judged)."""
+    if status != SUCCEEDED:
+        return status if status in OUTCOMES else FAILED
+    if decision_kind is None:
+        return "not gated"  # its process died before the gate; the next run gates it
+    return decision_outcome(decision_kind, promoted)
 
 
 def champion_stack(*, session: Session) -> list[int]:
@@ -74,7 +92,9 @@ def models(*, session: Session) -> list[dict[str, Any]]:
             "run_id": run["id"],
             "finished_at": run["finished_at"],
             "dataset_size": run["dataset_size"],
-            "fbeta_oof": run["fbeta_oof"],
+            "score_oof": run["score_oof"],  # the configured metric, cross-fitted out of fold
+            "metric": run["metric"],
+            "beta": run["beta"],
             "champion": run["id"] == champion,
             "decision": latest[run["id"]].reason if run["id"] in latest else "",
         }

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foldwise.flows import task
-from foldwise.tasks import models, predict
+from foldwise.tasks import ensemble, predict
 from prefect import flow
 
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig
 
-resolve_model = task(models.resolve_model, name="resolve-model")
+resolve_model = task(ensemble.resolve_model, name="resolve-model")
 predict_images = task(predict.predict_images, name="predict-images")
 write_predictions = task(predict.write_predictions, name="write-predictions")
 

@@ -15,10 +15,10 @@ from functools import partial
 from foldwise.flows import task
 from foldwise.tasks import (
     alerts,
+    ensemble,
     executors,
     folds,
     ingest,
-    models,
     prequential,
     registry,
     report,
@@ -36,14 +36,14 @@ from foldwise.config import ConfigError, FoldwiseConfig, load_config
 
 start_run = task(runs.start_run, name="start-run")
 claim_training = task(runs.claim_training, name="claim-training")
-remove_leftovers = task(models.remove_unrecorded_files, name="remove-leftovers")
+remove_leftovers = task(ensemble.remove_unrecorded_files, name="remove-leftovers")
 gate_earlier_runs = task(registry.gate_ungated_runs, name="gate-earlier-runs")
 pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=ingest.retry_pull)
 decide = task(runs.decide, name="decide")
 score_new_samples = task(prequential.score_new_samples, name="prequential-score")
 skip_run = task(runs.skip_run, name="skip-run")
 build_folds = task(folds.build_folds, name="build-folds")
-find_warm_start = task(models.warm_start_source, name="find-warm-start")
+find_warm_start = task(ensemble.warm_start_source, name="find-warm-start")
 train_fold = task(train.train_fold, name="train-fold", task_run_name="train-fold-{fold}")
 train_fold_on_ray = task(executors.train_fold_on_node, name="train-fold", task_run_name="train-fold-{fold}")
 record_results = task(results.record_results, name="record-results")

@@ -244,6 +244,19 @@ def unknown_arch(name: str) -> str | None:
     return f"{name!r} is neither a torchvision classification model ({hint}) nor a timm model"
 
 
+def resolve_arch(name: str):
+    """What fastai builds for `name`: torchvision's model function, else the timm model's name (fastai
+    builds timm models by name). `unknown_arch` is the one rule for which names exist."""
+    problem = unknown_arch(name)
+    if problem:
+        raise ConfigError(f"model.arch: {problem}")
+    if name not in torchvision_classifiers():
+        return name
+    import torchvision
+
+    return getattr(torchvision.models, name)
+
+
 class ModelConfig(Section):
     """The network each fold trains."""
 

@@ -21,7 +21,7 @@ from foldwise.tasks.logs import get_logger
 from foldwise.tasks.runs import describe_error
 from sqlalchemy import func, select
 
-from foldwise import secrets
+from foldwise import metrics, secrets
 from foldwise.config import AlertEvent, FoldwiseConfig
 from foldwise.errors import FoldwiseError
 
@@ -52,12 +52,13 @@ def title_prefix(config: FoldwiseConfig) -> str:
 
 def decision_alert(config: FoldwiseConfig, decision: ModelDecision) -> Alert:
     prefix, candidate = title_prefix(config), decision.candidate_run_id
-    if decision.kind == registry.GATE_FAILED:
+    outcome = registry.decision_outcome(decision.kind, decision.promoted)
+    if outcome == "gate-failed":
         stays = f"; run {decision.champion_after} stays champion" if decision.champion_after else ""
         return Alert(
             "gate-failed", f"{prefix}the champion gate of run {candidate} failed", decision.reason + stays
         )
-    if decision.promoted:
+    if outcome == "promoted":
         was = f" (was run {decision.champion_before})" if decision.champion_before else ""
         return Alert("promoted", f"{prefix}run {candidate} is the new champion{was}", decision.reason)
     return Alert(
@@ -106,7 +107,8 @@ def prequential_alert(
         "prequential-drop",
         f"{title_prefix(config)}the champion scored {score:.4f} on pull {pull_id}'s new images",
         f"champion run {champion_id} scored {score:.4f} on the {n_images} labeled images of pull {pull_id} "
-        f"before training on them, {expected - score:.4f} below its out-of-fold {expected:.4f} (more than "
+        f"before training on them, {expected - score:.4f} below its {metrics.oof_label(metrics.name(config.thresholds))} "
+        f"{expected:.4f} (more than "
         f"alerts.prequential_drop {config.alerts.prequential_drop:g}): the data may have drifted",
     )
 

@@ -1,13 +1,12 @@
-"""Metrics of an ensemble's predictions, from scikit-learn."""
+"""Metrics of an ensemble's predictions (foldwise.metrics computes each)."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support
+
+from foldwise import metrics
 
 
 @dataclass(frozen=True)
@@ -39,27 +38,21 @@ class Evaluation:
 def evaluate(
     probabilities: np.ndarray, truth: np.ndarray, thresholds: np.ndarray, labels: list[str], beta: float
 ) -> Evaluation:
+    """Overall and per-class metrics of the probabilities, each class cut at its threshold."""
     truth = truth.astype(int)
     predicted = (probabilities >= thresholds[None, :]).astype(int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        precision, recall, f1, support = precision_recall_fscore_support(
-            truth, predicted, average=None, zero_division=0
-        )
-        fbeta = fbeta_score(truth, predicted, beta=beta, average=None, zero_division=0)
-        precisions = [
-            float(average_precision_score(truth[:, c], probabilities[:, c])) if truth[:, c].any() else None
-            for c in range(len(labels))
-        ]
-        overall = OverallMetrics(
-            n_samples=len(truth),
-            fbeta_samples=float(fbeta_score(truth, predicted, beta=beta, average="samples", zero_division=0)),
-            f1_macro=float(f1_score(truth, predicted, average="macro", zero_division=0)),
-            mean_average_precision=float(np.mean([p for p in precisions if p is not None]))
-            if any(p is not None for p in precisions)
-            else None,
-            accuracy_multi=float((predicted == truth).mean()),
-        )
+    precision, recall = metrics.class_precision_recall(predicted, truth)
+    f1, fbeta = metrics.class_scores(predicted, truth, 1.0), metrics.class_scores(predicted, truth, beta)
+    support = truth.sum(axis=0)
+    precisions = [metrics.average_precision(truth[:, c], probabilities[:, c]) for c in range(len(labels))]
+    defined = [p for p in precisions if p is not None]
+    overall = OverallMetrics(
+        n_samples=len(truth),
+        fbeta_samples=metrics.fbeta(predicted, truth, beta, "samples"),
+        f1_macro=metrics.fbeta(predicted, truth, 1.0, "macro"),
+        mean_average_precision=float(np.mean(defined)) if defined else None,
+        accuracy_multi=float((predicted == truth).mean()),
+    )
     classes = [
         ClassMetrics(
             label,

@@ -18,11 +18,11 @@ from typing import Any
 
 from foldwise.db import folds as fold_store
 from foldwise.db.session import session_scope
-from foldwise.tasks import train
+from foldwise.tasks import fold_records, train
+from foldwise.tasks.ensemble import run_folder
+from foldwise.tasks.fold_records import FoldOutput
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import run_folder
 from foldwise.tasks.runs import TimedOut
-from foldwise.tasks.train import FoldOutput
 from prefect import Task
 
 from foldwise.config import ConfigError, FoldwiseConfig
@@ -95,7 +95,7 @@ def fill_image_cache(config: FoldwiseConfig, fold_set_id: int) -> None:
     filled it), so that folds training at once only read it: its stores have one writer at a time."""
     with session_scope(config.resolved_database_url()) as session:
         fold_set = fold_store.load_fold_set(session=session, fold_set_id=fold_set_id)
-    train.load_fold_images(config, fold_set)
+    fold_records.load_fold_images(config, fold_set)
 
 
 def cluster_options(config: FoldwiseConfig) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from fastai.data.core import DataLoaders
 from fastai.vision.core import imagenet_stats
 from foldwise.tasks.batches import CachedBatches
-from foldwise.tasks.models import EnsembleModel, load_weights
+from foldwise.tasks.ensemble import EnsembleModel, load_weights
 from foldwise.tasks.predict import label_names_out, model_item_size
 from foldwise.tasks.train import build_learner, plain_model
 

@@ -13,9 +13,9 @@ import pandas as pd
 from fastai.data.core import DataLoaders
 from foldwise.tasks.batches import CachedBatches
 from foldwise.tasks.cache import CachedImage, decode_items, item_size
+from foldwise.tasks.ensemble import EnsembleModel, load_weights
 from foldwise.tasks.images import parallel_map
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import EnsembleModel, load_weights
 from foldwise.tasks.train import build_learner, choose_device, plain_model, predict
 
 from foldwise.config import FoldwiseConfig
@@ -46,8 +46,8 @@ TTA_PASSES, TTA_BETA = 4, 0.25  # fastai's tta: 4 augmented passes, weighed 3:1 
 
 
 def model_item_size(model: EnsembleModel) -> int:
-    """The size of the items this model's last stage saw."""
-    return item_size(model.config.train.stages[-1], model.config.augment.presize)
+    """The size of the items this model's last trained stage saw."""
+    return item_size(model.stages[-1], model.config.augment.presize)
 
 
 def ensemble_probabilities(

@@ -22,14 +22,15 @@ from foldwise.db import prequential as prequential_store
 from foldwise.db import registry as registry_store
 from foldwise.db import samples as sample_store
 from foldwise.db.session import session_scope
-from foldwise.tasks import alerts, metrics
+from foldwise.tasks import alerts
+from foldwise.tasks.ensemble import load_model
 from foldwise.tasks.evaluate import evaluate
 from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import load_model
 from foldwise.tasks.registry import predicted_by
 from foldwise.tasks.runs import describe_error
 
+from foldwise import metrics
 from foldwise.config import FoldwiseConfig
 
 

@@ -19,13 +19,13 @@ from foldwise.db import samples as sample_store
 from foldwise.db.folds import HOLDOUT
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
-from foldwise.tasks import metrics
 from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached
+from foldwise.tasks.ensemble import EnsembleModel, load_model, write_model_record
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import EnsembleModel, load_model, write_model_record
 from foldwise.tasks.predict import ensemble_probabilities, model_item_size
 from foldwise.tasks.runs import describe_error, training_lock
 
+from foldwise import metrics
 from foldwise.config import FoldwiseConfig, GateConfig, ThresholdConfig
 from foldwise.errors import FoldwiseError
 

@@ -9,8 +9,8 @@ from typing import Any
 from foldwise.db import queries, registry
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
-from foldwise.tasks import metrics
 
+from foldwise import metrics
 from foldwise.config import FoldwiseConfig
 
 
@@ -81,10 +81,11 @@ def build_report(config: FoldwiseConfig, run_id: int) -> RunReport:
         if decision:
             lines += [f"**Champion gate:** {decision.reason}", ""]
         holdout = queries.run_metric(session=session, run_id=run_id, split="holdout")
-        scores = {f"OOF {metric}, cross-fitted": (oof.score, before.get("oof"))}
+        scores = {metrics.oof_label(metric): (oof.score, before.get("oof"))}
         if holdout:
             scores[f"holdout {metric}"] = (holdout.score, before.get("holdout"))
-        scores["OOF, thresholds scored where fitted (optimistic)"] = (oof.score_in_sample, None)
+        in_sample = f"OOF {metric}, in-sample: thresholds scored where fitted (optimistic)"
+        scores[in_sample] = (oof.score_in_sample, None)
         scores["baseline: every label predicted"] = (oof.baseline_all, None)
         scores["baseline: most frequent labels predicted"] = (oof.baseline_prior, None)
         lines += comparison_rows(run, previous, scores)
@@ -131,6 +132,7 @@ def artifact_key(config: FoldwiseConfig, what: str) -> str:
 
 
 def publish_report(config: FoldwiseConfig, run_id: int) -> RunReport:
+    """The run's report as Prefect artifacts: its summary in Markdown, and its per-class table."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     report = build_report(config, run_id)

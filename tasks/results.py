@@ -9,16 +9,15 @@ from foldwise.db import samples as sample_store
 from foldwise.db import training as training_store
 from foldwise.db.folds import HOLDOUT
 from foldwise.db.session import session_scope
-from foldwise.tasks import metrics
+from foldwise.tasks.ensemble import forget_unfinished_folds, write_model_record
 from foldwise.tasks.evaluate import Evaluation, evaluate
+from foldwise.tasks.fold_records import FoldOutput
 from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import forget_unfinished_folds, write_model_record
 from foldwise.tasks.runs import RunSummary
 from foldwise.tasks.thresholds import Thresholds, baselines, choose_thresholds
-from foldwise.tasks.train import FoldOutput
-from sklearn.metrics import fbeta_score
 
+from foldwise import metrics
 from foldwise.config import FoldwiseConfig, ThresholdConfig
 
 
@@ -103,12 +102,8 @@ def record_results(
     ):
         if len(ids):
             truth = oof_truth if split == "oof" else truth_for(config, ids, ensemble.vocab)
-            at_global = fbeta_score(
-                truth,
-                probabilities >= thresholds.global_threshold,
-                beta=settings.beta,
-                average="samples",
-                zero_division=0,
+            at_global = metrics.fbeta(
+                probabilities >= thresholds.global_threshold, truth, settings.beta, "samples"
             )
             evaluations[split] = (
                 evaluate(probabilities, truth, thresholds.vector(), ensemble.vocab, settings.beta),

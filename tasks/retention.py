@@ -34,8 +34,8 @@ from foldwise.db import training as training_store
 from foldwise.db.models import FoldResult, Run, utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.tasks.cache import item_sizes
+from foldwise.tasks.ensemble import MODEL_RECORD, ModelError, atomic_file, load_model, run_folder, runs_folder
 from foldwise.tasks.logs import get_logger
-from foldwise.tasks.models import MODEL_RECORD, ModelError, atomic_file, load_model, run_folder, runs_folder
 from foldwise.tasks.predict import model_item_size
 from foldwise.tasks.runs import training_lock
 from sqlalchemy import select
@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 
 from foldwise.config import FoldwiseConfig
 from foldwise.errors import FoldwiseError
+from foldwise.units import byte_size
 
 KINDS = ("weights", "predictions", "run records", "image cache", "database", "source", "other")
 FREED_KINDS = KINDS[:4]  # what retention removes
@@ -51,14 +52,6 @@ PINS_FILE = "pins.json"
 
 class RetentionError(FoldwiseError, ValueError):
     """A pin that cannot be set or removed; the message says why."""
-
-
-def human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 # Pins -------------------------------------------------------------------------------------------
@@ -172,10 +165,10 @@ def record_storage(config: FoldwiseConfig, run_id: int) -> dict[str, int]:
 
 def storage_lines(config: FoldwiseConfig, use: dict[str, int]) -> list[str]:
     outside = "" if config.source.path.is_relative_to(config.data_home) else f" (at {config.source.path})"
-    lines = [f"data home {config.data_home}: {human(sum(use.values()))}"]
+    lines = [f"data home {config.data_home}: {byte_size(sum(use.values()))}"]
     for kind in KINDS:
         label = f"{kind}{outside}" if kind == "source" else kind
-        lines.append(f"  {label:<24} {human(use[kind]):>10}")
+        lines.append(f"  {label:<24} {byte_size(use[kind]):>10}")
     return lines
 
 
@@ -307,11 +300,11 @@ class GcReport:
         kept = "; ".join(f"run {run_id} ({', '.join(why)})" for run_id, why in sorted(self.kept.items()))
         pruned = ", ".join(str(run_id) for run_id in self.pruned) or "none"
         total = sum(self.freed.values())
-        detail = ", ".join(f"{kind} {human(size)}" for kind, size in self.freed.items() if size)
+        detail = ", ".join(f"{kind} {byte_size(size)}" for kind, size in self.freed.items() if size)
         return [
             f"kept the files of {len(self.kept)} run(s): {kept or 'none'}",
             f"{verb} the files of run(s): {pruned}",
-            f"{'would free' if self.dry_run else 'freed'} {human(total)}"
+            f"{'would free' if self.dry_run else 'freed'} {byte_size(total)}"
             + (f" ({detail})" if detail else ""),
         ]
 

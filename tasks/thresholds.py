@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from foldwise.tasks.metrics import AVERAGES, class_scores, counts, fbeta_from_counts, score
 
 from foldwise.config import ThresholdConfig
+from foldwise.metrics import AVERAGES, class_scores, counts, fbeta_from_counts, score
 
 CURVE_POINTS = np.linspace(0.0, 1.0, 101)  # the F-beta-vs-threshold curve kept for the dashboard
 GLOBAL_GRID = np.linspace(0.005, 0.995, 199)

@@ -2,30 +2,24 @@
 
 `train_fold` needs only its inputs (config, run id, fold set id, fold number) and writes its outputs
 under the data home (weights, out-of-fold and holdout probabilities), so that it can run in another
-process or host that shares the data home and the database.
+process or host that shares the data home and the database. What a fold sees, its fingerprint, reuse
+and records: tasks/fold_records.py.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import os
 import random
-import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import fastai.data.load
 import fastai.vision.augment
 import numpy as np
-import pandas as pd
+import sklearn.metrics
 import torch
-import torchvision
 from fastai.callback import fp16, schedule  # noqa: F401  (they add fit_one_cycle, lr_find, to_bf16 to Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback
@@ -34,48 +28,46 @@ from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.metrics import accuracy_multi
+from fastai.metrics import accuracy_multi, skm_to_fastai
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
 from foldwise.db import folds as fold_store
-from foldwise.db import samples as sample_store
 from foldwise.db import training as training_store
 from foldwise.db.folds import HOLDOUT
 from foldwise.db.models import utcnow
 from foldwise.db.session import session_scope, write_with_retries
-from foldwise.tasks.batches import CachedBatches, multi_hot, rarity_weights
-from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
+from foldwise.tasks.batches import CachedBatches, rarity_weights
+from foldwise.tasks.ensemble import (
+    EnsembleModel,
+    atomic_file,
+    load_model,
+    load_weights,
+    run_folder,
+    warm_state,
+)
+from foldwise.tasks.fold_records import (
+    FoldImages,
+    FoldOutput,
+    fold_fingerprint,
+    load_fold_images,
+    record_fold,
+    reuse_fold,
+)
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.losses import MultiLabelLoss
-from foldwise.tasks.metrics import training_metric
-from foldwise.tasks.models import EnsembleModel, atomic_file, load_model, load_weights, run_folder, warm_state
 from foldwise.tasks.runs import phase
 from safetensors.torch import save_file
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from foldwise.config import ConfigError, FoldwiseConfig, StageConfig
+from foldwise.config import ConfigError, FoldwiseConfig, StageConfig, ThresholdConfig, resolve_arch
 from foldwise.errors import FoldwiseError
+from foldwise.metrics import AVERAGES
+from foldwise.stages import trained_stages
 
 
 class PretrainedWeightsUnavailable(FoldwiseError, RuntimeError):
     """Pretrained weights were asked for and cannot be had (offline, no cache)."""
-
-
-@dataclass(frozen=True)
-class FoldOutput:
-    """What a trained fold leaves behind: paths and numbers, never a Learner."""
-
-    fold: int
-    weights_path: Path
-    predictions_path: Path  # npz: sample ids and probabilities, out-of-fold and holdout
-    n_train: int
-    n_valid: int
-    seconds: float
-    started_at: datetime | None  # when it trained (UTC); a reused fold's are those of its training
-    finished_at: datetime | None
-    reused_from: int | None = None  # the unfinished run that trained it, when reused
 
 
 class FoldRandom(random.Random):
@@ -123,22 +115,6 @@ def choose_device(setting: str) -> torch.device:
             f"train.device = {setting!r} but there are {torch.cuda.device_count()} CUDA devices"
         )
     return device
-
-
-def resolve_arch(name: str):
-    """A torchvision model function by name, else the timm name (fastai builds timm models by name)."""
-    builder = getattr(torchvision.models, name, None)
-    if callable(builder) and name.islower():
-        return builder
-    try:
-        import timm
-    except ImportError:
-        raise ConfigError(
-            f"model.arch {name!r} is not a torchvision model, and timm is not installed"
-        ) from None
-    if name not in timm.list_models():
-        raise ConfigError(f"model.arch {name!r} is neither a torchvision nor a timm model")
-    return name
 
 
 def stage_loaders(
@@ -204,8 +180,7 @@ class CpuAutocast(Callback):
 
 def cpu_has_bf16() -> bool:
     """bf16 instructions (AVX512-BF16 or AMX): with them bf16 autocast speeds a CPU up; without them
-    bf16 is emulated and slower (the demo's first stage took 126 s against 36 s in fp32 on an
-    AVX2-only EPYC)."""
+    bf16 is emulated and several times slower than fp32."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
@@ -217,12 +192,24 @@ def use_mixed_precision(setting: str, device: torch.device) -> bool:
 
 
 # vision_learner's head settings. fastai's own (concat pooling, a hidden layer, dropout) suits a pretrained
-# body; from scratch, resnet18 learned far less through it (a plain training loop on bench_quality's data,
-# 3,000 images: test F2 0.62 against 0.88 with average pooling and one linear layer).
+# body; from scratch, a network learns far more through its own head (benchmarks/bench_quality.py).
 HEADS = {
     "fastai": {},
     "linear": {"concat_pool": False, "lin_ftrs": [], "ps": 0.0, "first_bn": False},
 }
+
+
+def training_metric(settings: ThresholdConfig):
+    """The configured metric in each epoch's log, at the 0.5 threshold (thresholds are chosen after
+    training): fastai's FBetaMulti, with an undefined score 0 as in foldwise.metrics, not a warning."""
+    return skm_to_fastai(
+        sklearn.metrics.fbeta_score,
+        thresh=0.5,
+        flatten=False,
+        beta=settings.beta,
+        average=AVERAGES[settings.metric],
+        zero_division=0,
+    )
 
 
 def build_learner(dls: DataLoaders, n_out: int, config: FoldwiseConfig, device: torch.device) -> Learner:
@@ -290,57 +277,11 @@ def predict(learn: Learner, loader: CachedBatches, n_out: int) -> np.ndarray:
     return probabilities.float().numpy()
 
 
-@dataclass
-class FoldImages:
-    """The samples a fold sees (its training, validation and holdout rows), with where their items
-    are in the image cache."""
-
-    frame: pd.DataFrame  # sample_id, content_hash, labels, fold
-    vocab: list[str]
-    targets: np.ndarray
-
-    def at(self, size: int, config: FoldwiseConfig) -> tuple[np.ndarray, np.ndarray]:
-        """The cache's items for this stage size, and the row of each sample in them."""
-        store = ImageCache(config).store(item_size(StageConfig(size=size, epochs=1), config.augment.presize))
-        return store.pixels(), np.array(
-            [store.rows[key] for key in self.frame["content_hash"]], dtype=np.int64
-        )
-
-    def subset(self, mask: np.ndarray) -> FoldImages:
-        return FoldImages(self.frame[mask].reset_index(drop=True), self.vocab, self.targets[mask])
-
-
 def prediction_batches(
     images: FoldImages, size: int, config: FoldwiseConfig, device: torch.device
 ) -> CachedBatches:
     pixels, rows = images.at(size, config)
     return CachedBatches(pixels, rows, images.targets, size, config, device, shuffle=False)
-
-
-def load_fold_images(config: FoldwiseConfig, fold_set: fold_store.StoredFoldSet) -> FoldImages:
-    """The fold set's samples, every one in the image cache at every stage's size. A sample whose
-    image cannot be cached any more (its file went since the pull) is left out, said in the log."""
-    with session_scope(config.resolved_database_url()) as session:
-        samples = [s for s in sample_store.stored_samples(session=session).values() if s.id in fold_set.folds]
-    failures = ensure_cached(
-        config, [CachedImage(s.image_path, s.key, s.content_hash) for s in samples], item_sizes(config)
-    )
-    for sample in samples:
-        if sample.content_hash in failures:
-            get_logger(__name__).warning("sample %s left out: %s", sample.key, failures[sample.content_hash])
-    rows = [
-        {
-            "sample_id": s.id,
-            "content_hash": s.content_hash,
-            "labels": sorted(s.labels),
-            "fold": fold_set.folds[s.id],
-        }
-        for s in samples
-        if s.content_hash not in failures
-    ]
-    frame = pd.DataFrame(rows).sort_values("sample_id", ignore_index=True)
-    vocab = sorted({label for labels in frame["labels"] for label in labels})
-    return FoldImages(frame, vocab, multi_hot(list(frame["labels"]), vocab))
 
 
 def fit_stages(
@@ -350,13 +291,11 @@ def fit_stages(
     device: torch.device,
     record_epoch,
     fold: int,
+    stages: list[StageConfig],
     warm_from: EnsembleModel | None = None,
 ) -> Learner:
     """Progressive resizing: each stage continues from the previous stage's weights at its own size.
-
-    Warm-started, the first stage begins from the champion's weights for this fold, and the stages
-    are `train.warm_start_stages` when set."""
-    stages = (warm_from and config.train.warm_start_stages) or config.train.stages
+    Warm-started, the first stage begins from the champion's weights for this fold."""
     learn = None
     for stage_number, stage in enumerate(stages):
         dls = stage_loaders(images, valid, stage.size, config, device, seed=config.folds.seed + fold)
@@ -376,95 +315,6 @@ def fit_stages(
         with learn.added_cbs(RecordEpochs(record, describe)):
             fit_stage(learn, stage, config)
     return learn
-
-
-def fold_fingerprint(
-    config: FoldwiseConfig, fold_set: fold_store.StoredFoldSet, fold: int, warm_from: int | None
-) -> str:
-    """Same data, same fold assignment, same training settings and starting weights: same fold."""
-    training = config.model_dump(mode="json", include={"model", "train", "augment"})
-    for where_or_how_long in ("device", "num_workers", "fold_timeout_minutes"):
-        training["train"].pop(where_or_how_long)
-    payload = {
-        "dataset_version": fold_set.dataset_version,
-        "folds": sorted(fold_set.folds.items()),
-        "fold": fold,
-        "seed": config.folds.seed,
-        "training": training,
-        "warm_from": warm_from,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    with atomic_file(target) as partial:
-        try:
-            os.link(source, partial)
-        except OSError:  # another file system, or no hard links there
-            shutil.copy2(source, partial)
-
-
-def reuse_fold(config: FoldwiseConfig, run_id: int, fold: int, fingerprint: str) -> FoldOutput | None:
-    """A fold that an earlier, unfinished run trained on the same inputs: its files become this run's."""
-    url = config.resolved_database_url()
-    with session_scope(url) as session:
-        found = next(
-            (
-                row
-                for row in training_store.reusable_folds(
-                    session=session, fingerprint=fingerprint, before_run=run_id
-                )
-                if Path(row.weights_path).is_file() and Path(row.predictions_path).is_file()
-            ),
-            None,
-        )
-    if found is None:
-        return None
-    folder = run_folder(config, run_id, create=True)
-    output = FoldOutput(
-        fold,
-        folder / f"fold{fold}.safetensors",
-        folder / f"fold{fold}_predictions.npz",
-        found.n_train,
-        found.n_valid,
-        found.seconds,
-        found.started_at,
-        found.finished_at,
-        reused_from=found.run_id,
-    )
-    link_or_copy(Path(found.weights_path), output.weights_path)
-    link_or_copy(Path(found.predictions_path), output.predictions_path)
-    note = f"fold {fold} reused from run {found.run_id} (same data, folds and training settings)"
-
-    def record(session: Session) -> None:
-        record_fold(session, run_id, output, fingerprint, [])
-        training_store.copy_epochs(session=session, from_run=found.run_id, to_run=run_id, fold=fold)
-        training_store.add_note(session=session, run_id=run_id, note=note)
-
-    write_with_retries(url, record)
-    get_logger(__name__).info("%s: not trained again", note)
-    return output
-
-
-def record_fold(
-    session: Session, run_id: int, output: FoldOutput, fingerprint: str, epochs: list[dict[str, Any]]
-) -> None:
-    training_store.add_fold_result(
-        session=session,
-        run_id=run_id,
-        fold=output.fold,
-        n_train=output.n_train,
-        n_valid=output.n_valid,
-        seconds=output.seconds,
-        weights_path=str(output.weights_path),
-        predictions_path=str(output.predictions_path),
-        fingerprint=fingerprint,
-        reused_from_run_id=output.reused_from,
-        started_at=output.started_at,
-        finished_at=output.finished_at,
-    )
-    for epoch in epochs:
-        training_store.add_epoch(session=session, run_id=run_id, fold=output.fold, **epoch)
 
 
 def train_fold(
@@ -511,8 +361,10 @@ def train_fold(
             )
             unwritten_epochs.append(values)
 
+    stages = trained_stages(config.train.stages, config.train.warm_start_stages, warm_from is not None)
     seed = config.folds.seed + fold
-    set_seed(seed, reproducible=config.train.deterministic)  # same inputs and seed: same weights on a CPU in fp32
+    # Same inputs and seed: same weights on a CPU in fp32.
+    set_seed(seed, reproducible=config.train.deterministic)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not config.train.deterministic
     learn = None
@@ -522,7 +374,7 @@ def train_fold(
     try:
         with fastai_random(seed), phase(config, run_id, f"fold {fold} training"):
             champion = load_model(config, warm_from) if warm_from is not None else None
-            learn = fit_stages(trainable, valid, config, device, record_epoch, fold, champion)
+            learn = fit_stages(trainable, valid, config, device, record_epoch, fold, stages, champion)
         state = {
             name: tensor.detach().contiguous().cpu()
             for name, tensor in plain_model(learn).state_dict().items()
@@ -530,7 +382,7 @@ def train_fold(
         with atomic_file(weights_path) as partial:
             save_file(state, str(partial))
         # One pass over each set: its validation fold (out of fold) and the holdout (the gate set).
-        size = config.train.stages[-1].size
+        size = stages[-1].size
         oof, gate = trainable.subset(valid), holdout
         loaders = [prediction_batches(part, size, config, device) for part in (oof, gate)]
         with (

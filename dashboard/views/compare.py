@@ -8,14 +8,16 @@ import streamlit as st
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import run_label
 
+from foldwise.metrics import oof_label
+
 OVERALL = {  # (split, column) -> row name; {metric}: the runs' configured metric
-    ("oof", "score"): "OOF {metric}, cross-fitted",
+    ("oof", "score"): oof_label("{metric}"),
     ("holdout", "score"): "holdout {metric}",
-    ("oof", "score_in_sample"): "OOF {metric}, thresholds scored where fitted (optimistic)",
+    ("oof", "score_in_sample"): "OOF {metric}, in-sample: thresholds scored where fitted (optimistic)",
     ("oof", "baseline_all"): "OOF baseline: every label predicted",
     ("oof", "baseline_prior"): "OOF baseline: most frequent labels predicted",
-    ("oof", "fbeta_samples_global"): "OOF F-beta (samples), one global threshold",
-    ("oof", "f1_macro"): "OOF F1 (macro)",
+    ("oof", "fbeta_samples_global"): "OOF F-beta (samples), one global threshold, in-sample",
+    ("oof", "f1_macro"): "OOF F1 (macro), in-sample",
     ("oof", "mean_average_precision"): "OOF mean average precision",
     ("holdout", "mean_average_precision"): "holdout mean average precision",
 }

@@ -9,6 +9,8 @@ import streamlit as st
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import gallery
 
+from foldwise.units import byte_size
+
 GALLERY_SIZE = 24
 CHANGES = ["added", "updated", "rejected", "quarantined", "retired", "restored"]
 
@@ -85,7 +87,7 @@ def storage_section(runs: pd.DataFrame) -> None:
     history.insert(0, "run", [f"run {run_id}" for run_id in recorded["id"]])
     latest = recorded.iloc[-1]
     st.caption(
-        f"After run {latest['id']}: {present.size(sum(latest['storage_bytes'].values()))} in all; "
+        f"After run {latest['id']}: {byte_size(sum(latest['storage_bytes'].values()))} in all; "
         "`foldwise gc` removes what retention does not keep."
     )
     st.plotly_chart(storage_figure(history), key="storage", config=charts.CONFIG)

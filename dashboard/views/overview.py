@@ -8,6 +8,8 @@ import streamlit as st
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import badges, live_run
 
+from foldwise import metrics
+
 RECENT_DECISIONS = 10
 
 
@@ -22,12 +24,12 @@ def champion_card(runs: pd.DataFrame, decisions: list[dict], champion_id: int | 
         best = scored.loc[scored["score_oof"].idxmax()]
         st.metric(f"Best model: run {best['id']}", present.score(best["score_oof"]))
         st.caption(
-            f"OOF {best['metric_name']}; no gate has chosen a champion yet: the best out-of-fold score."
+            f"{metrics.oof_label(best['metric_name'])}; no gate has chosen a champion yet: the best out-of-fold score."
         )
         return
     row = runs[runs["id"] == champion_id].iloc[0]
     st.metric(f"Champion: run {champion_id}", present.score(row["score_oof"]))
-    st.caption(f"OOF {row['metric_name']}, cross-fitted")
+    st.caption(metrics.oof_label(row["metric_name"]))
     decision = present.champion_decision(decisions, champion_id)
     if decision is not None:
         st.caption(
@@ -40,7 +42,7 @@ def scores_figure(runs: pd.DataFrame, champion_id: int | None) -> go.Figure:
     """OOF (cross-fitted) and holdout (gate set) scores of every successful run; markers coloured by the
     gate outcome."""
     scored = runs[runs["status"] == "succeeded"]
-    name = data.metric_name(runs)
+    name = data.newest_metric_name(runs)
     hover = [
         f"run {r.id}, {r.outcome}, finished {present.moment(r.finished_at)}" for r in scored.itertuples()
     ]
@@ -112,7 +114,7 @@ def decisions_table(decisions: list[dict]) -> pd.DataFrame:
 def prequential_figure(scores: pd.DataFrame) -> go.Figure:
     """The champion's score on each pull's new samples, before training on them, over time; the
     champion's own out-of-fold score is the reference it is held to."""
-    name = present.metric_name(scores["metric"].iloc[-1], scores["beta"].iloc[-1])
+    name = metrics.metric_name(scores["metric"].iloc[-1], scores["beta"].iloc[-1])
     hover = [
         f"pull {r.pull_id}: champion run {r.champion_run_id} on {r.n_samples} new samples"
         for r in scores.itertuples()

@@ -8,7 +8,8 @@ import streamlit as st
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import badges, choose_run, flow_run_text, live_run
 from foldwise.db.models import utcnow
-from sklearn.metrics import average_precision_score, precision_recall_curve
+
+from foldwise import metrics
 
 
 def class_table(oof: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
@@ -48,13 +49,11 @@ def class_diagnostics(url: str, run: dict, classes: pd.DataFrame, beta: str) -> 
     left, right = st.columns(2)
     if column is not None and truth[:, column].any():
         scores, positives = probabilities[:, column], truth[:, column]
-        precision, recall, thresholds = precision_recall_curve(positives, scores)
+        precision, recall, thresholds = metrics.precision_recall_curve(positives, scores)
         predicted = scores >= chosen["threshold"]
-        at_threshold = (
-            (positives & predicted).sum() / max(predicted.sum(), 1),
-            (positives & predicted).sum() / positives.sum(),
-        )
-        ap = average_precision_score(positives, scores)
+        [precision_at], [recall_at] = metrics.class_precision_recall(predicted[:, None], positives[:, None])
+        at_threshold = (float(precision_at), float(recall_at))
+        ap = metrics.average_precision(positives, scores)
         left.plotly_chart(
             charts.precision_recall(precision, recall, at_threshold, label, ap),
             key="precision_recall",
@@ -152,11 +151,11 @@ def render(url: str) -> None:
 
     st.markdown(badges(row["outcome"], bool(row["champion"])))
     cols = st.columns(4)
-    metric = present.metric_name(
+    metric = metrics.metric_name(
         run["config"].get("thresholds", {}).get("metric", "fbeta_samples"), run["beta"]
     )
     cols[0].metric(
-        f"OOF {metric}",
+        metrics.oof_label(metric),
         present.score(row["score_oof"]),
         help="cross-fitted: thresholds never scored on the predictions they were fitted to",
     )
@@ -209,9 +208,10 @@ def render(url: str) -> None:
                 "threshold": st.column_config.NumberColumn("threshold", format="%.3f"),
                 "per_class_threshold": st.column_config.NumberColumn("per-class candidate", format="%.3f"),
                 "fallback": st.column_config.CheckboxColumn("global threshold"),
-                "fbeta": st.column_config.NumberColumn(f"OOF {beta}", **score_format),
-                "precision": st.column_config.NumberColumn("OOF precision", **score_format),
-                "recall": st.column_config.NumberColumn("OOF recall", **score_format),
+                # At thresholds fitted to these same predictions: in-sample.
+                "fbeta": st.column_config.NumberColumn(f"OOF {beta} (in-sample)", **score_format),
+                "precision": st.column_config.NumberColumn("OOF precision (in-sample)", **score_format),
+                "recall": st.column_config.NumberColumn("OOF recall (in-sample)", **score_format),
                 "support": st.column_config.NumberColumn("OOF support", format="%d"),
                 "fbeta_holdout": st.column_config.NumberColumn(f"holdout {beta}", **score_format),
                 "precision_holdout": st.column_config.NumberColumn("holdout precision", **score_format),

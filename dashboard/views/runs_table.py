@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 from foldwise.dashboard import data, present
 
+from foldwise import metrics
+
 COLUMNS = [
     "id",
     "badges",
@@ -44,7 +46,7 @@ def render(url: str) -> None:
     if search:
         text = shown["reason"].fillna("") + " " + shown["decision"].fillna("")
         shown = shown[text.str.contains(search, case=False, regex=False)]
-    metric = data.metric_name(runs)
+    metric = data.newest_metric_name(runs)
     st.dataframe(
         table(shown),
         hide_index=True,
@@ -59,7 +61,7 @@ def render(url: str) -> None:
             "started_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
             "duration": st.column_config.TextColumn("duration"),
             "dataset_size": st.column_config.NumberColumn("samples", format="%d"),
-            "score_oof": st.column_config.NumberColumn(f"OOF {metric}", format="%.4f"),
+            "score_oof": st.column_config.NumberColumn(metrics.oof_label(metric), format="%.4f"),
             "score_holdout": st.column_config.NumberColumn(f"holdout {metric}", format="%.4f"),
             "decision": st.column_config.TextColumn("gate decision", width="large"),
             "reason": st.column_config.TextColumn("why it ran (or did not)", width="large"),

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torchvision
 
-from foldwise.config import ConfigError, load_config, torchvision_classifiers
+from foldwise.config import ConfigError, load_config, resolve_arch, torchvision_classifiers
 from tests.conftest import CONFIGS
 
 
@@ -25,6 +25,12 @@ def test_an_unknown_arch_is_one_line_with_the_closest_name():
     assert line.startswith("  model.arch: ") and "'resnt18' is not a torchvision classification model" in line
     assert "did you mean 'resnet18'?" in line and "timm" in line
     assert load_config(CONFIGS / "demo.toml", ["model.arch=efficientnet_b0"]).model.arch == "efficientnet_b0"
+
+
+def test_training_builds_what_the_config_check_accepts():
+    assert resolve_arch("resnet18") is torchvision.models.resnet18
+    with pytest.raises(ConfigError, match="did you mean 'resnet18'"):
+        resolve_arch("resnt18")
 
 
 def test_the_command_refuses_it_before_any_work_and_without_importing_torch(tmp_path):

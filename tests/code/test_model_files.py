@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 import torch
-from foldwise.tasks.models import UnsafeWeights, load_weights, warm_state
+from foldwise.tasks.ensemble import UnsafeWeights, load_weights, warm_state
 from safetensors.torch import save_file
 
 

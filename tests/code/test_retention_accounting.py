@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 
-from foldwise.tasks.retention import freed_by_removing, human, storage_use
+from foldwise.tasks.retention import freed_by_removing, storage_use
 
 from foldwise.config import load_config
+from foldwise.units import byte_size
 from tests.conftest import CONFIGS
 
 
@@ -44,4 +45,9 @@ def test_storage_by_kind_counts_a_shared_file_once_and_frees_it_with_its_last_li
     one, other = home / "runs/1/fold0.safetensors", home / "runs/2/fold0.safetensors"
     assert freed_by_removing([one], config)["weights"] == 0
     assert freed_by_removing([one, other], config)["weights"] == 1000
-    assert [human(n) for n in (999, 1536, 5 * 2**20, 3 * 2**30)] == ["999 B", "1.5 KiB", "5.0 MiB", "3.0 GiB"]
+    assert [byte_size(n) for n in (999, 1536, 5 * 2**20, 3 * 2**30)] == [
+        "999 B",
+        "1.5 KiB",
+        "5.0 MiB",
+        "3.0 GiB",
+    ]

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 from fastai.metrics import accuracy_multi
-from foldwise.tasks import metrics
 from foldwise.tasks.evaluate import evaluate
 from foldwise.tasks.thresholds import CURVE_POINTS, baselines, best_cut, choose_thresholds, fit
-from sklearn.metrics import average_precision_score, f1_score, fbeta_score
+from sklearn.metrics import average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support
 
+from foldwise import metrics
 from foldwise.config import ThresholdConfig
 
 METRICS = ["fbeta_samples", "fbeta_macro", "fbeta_micro"]
@@ -134,6 +134,24 @@ def test_baselines_are_what_doing_nothing_scores():
     assert found["predict by label priors"] > found["predict every label"]
 
 
+def test_evaluate_on_a_case_worked_by_hand():
+    """Four samples, two classes, threshold 0.5; every value below is worked out by hand."""
+    truth = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    probabilities = np.array([[0.9, 0.2], [0.8, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    result = evaluate(probabilities, truth, np.full(2, 0.5), ["a", "b"], beta=2.0)
+    a, b = result.classes
+    # a: predicted for samples 0, 1, 3 (tp 2, fp 1, fn 0); b: for sample 2 only (tp 1, fp 0, fn 1).
+    assert (a.support, a.precision, a.recall, a.f1, a.fbeta) == pytest.approx((2, 2 / 3, 1, 4 / 5, 10 / 11))
+    assert (b.support, b.precision, b.recall, b.f1, b.fbeta) == pytest.approx((2, 1, 1 / 2, 2 / 3, 5 / 9))
+    # a ranks both positives first (AP 1); b ranks one first and the other last (1 x 1/2 + 1/2 x 1/2).
+    assert (a.average_precision, b.average_precision) == pytest.approx((1.0, 0.75))
+    overall = result.overall
+    assert overall.fbeta_samples == pytest.approx((1 + 5 / 9 + 1 + 0) / 4)  # sample 3: one false positive
+    assert overall.f1_macro == pytest.approx((4 / 5 + 2 / 3) / 2)
+    assert overall.mean_average_precision == pytest.approx(0.875)
+    assert overall.accuracy_multi == pytest.approx(6 / 8)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_metrics_match_scikit_learn_and_fastai(seed):
     probabilities, truth = random_predictions(seed)
@@ -153,8 +171,17 @@ def test_metrics_match_scikit_learn_and_fastai(seed):
     same = evaluate(probabilities, truth, np.full(truth.shape[1], 0.5), list("abcdef"), beta=2.0)
     fastai_value = accuracy_multi(torch.tensor(probabilities), torch.tensor(truth), thresh=0.5, sigmoid=False)
     assert same.overall.accuracy_multi == pytest.approx(float(fastai_value))
+    precision, recall, _, _ = precision_recall_fscore_support(truth, predicted, average=None, zero_division=0)
     for c, class_metrics in enumerate(result.classes):
         assert class_metrics.support == truth[:, c].sum()
+        assert (class_metrics.precision, class_metrics.recall) == pytest.approx((precision[c], recall[c]))
         assert class_metrics.fbeta == pytest.approx(
             fbeta_score(truth[:, c], predicted[:, c], beta=2, zero_division=0)
         )
+
+
+def test_one_name_for_the_metric_and_its_cross_fitted_figure():
+    assert metrics.metric_name("fbeta_samples", 2.0) == "F2 (samples)" == metrics.name(ThresholdConfig())
+    assert metrics.metric_name("fbeta_macro", 1.0) == "F1 (macro)"
+    assert metrics.metric_name(None, None) == metrics.metric_name("fbeta_micro", float("nan")) == "score"
+    assert metrics.oof_label("F2 (samples)") == "OOF F2 (samples), cross-fitted"

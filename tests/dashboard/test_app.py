@@ -50,10 +50,7 @@ def gate_outcomes(url: str) -> dict[int, str]:
     """What the database says became of each successful run (its latest decision)."""
     with session_scope(url) as session:
         latest = {d.candidate_run_id: d for d in registry.decisions(session=session) if d.candidate_run_id}
-    return {
-        run_id: "gate-failed" if d.kind == registry.GATE_FAILED else "promoted" if d.promoted else "rejected"
-        for run_id, d in latest.items()
-    }
+    return {run_id: registry.decision_outcome(d.kind, d.promoted) for run_id, d in latest.items()}
 
 
 def image_captions(app) -> list[str]:
@@ -278,7 +275,7 @@ def test_run_detail_matches_the_database(monkeypatch, filled_database):
     app = open_app(monkeypatch, filled_database, "Run detail")
     app.selectbox(key="run").set_value(2).run()
     values = {m.label: m.value for m in app.metric}
-    assert values["OOF F2 (samples)"] == f"{oof:.4f}" and values["Samples"] == "52"
+    assert values["OOF F2 (samples), cross-fitted"] == f"{oof:.4f}" and values["Samples"] == "52"
 
     classes = table(app, "fbeta_holdout")
     assert dict(zip(classes["label"], classes["threshold"], strict=True)) == pytest.approx(

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 from foldwise.dashboard import present
+from foldwise.db import registry
 
 STAGES = [{"size": 16, "epochs": 2, "lr": 0.01}, {"size": 32, "epochs": 1, "lr": None}]
 CONFIG = {
@@ -29,14 +30,15 @@ def decision(id_, kind, candidate, before, after, promoted, reason="") -> dict:
 
 
 def test_outcomes_name_what_the_gate_or_the_run_did():
-    gate = decision(1, "gate", 2, 1, 1, False)
-    assert present.run_outcome("succeeded", gate) == "rejected"
-    assert present.run_outcome("succeeded", gate | {"promoted": True}) == "promoted"
-    assert present.run_outcome("succeeded", gate | {"kind": "gate-failed"}) == "gate-failed"
-    assert present.run_outcome("succeeded", gate | {"kind": "promote", "promoted": True}) == "promoted"
-    assert present.run_outcome("succeeded", None) == "not gated"
+    assert registry.run_outcome("succeeded", "gate", promoted=False) == "rejected"
+    assert registry.run_outcome("succeeded", "gate", promoted=True) == "promoted"
+    assert registry.run_outcome("succeeded", "gate-failed") == "gate-failed"
+    assert registry.run_outcome("succeeded", "promote", promoted=True) == "promoted"
+    assert registry.run_outcome("succeeded", None) == "not gated"
     for status in ("running", "skipped", "failed", "crashed"):
-        assert present.run_outcome(status, None) == status
+        assert registry.run_outcome(status, None) == status
+    assert registry.run_outcome("no such status", None) == "failed"
+    assert set(present.OUTCOME_COLORS) == set(registry.OUTCOMES)  # every outcome has a badge colour
 
 
 def test_the_champion_is_explained_by_the_decision_that_made_it_champion():

@@ -26,10 +26,11 @@ from foldwise.flows.retrain import retrain
 from foldwise.tasks.alerts import prequential_alert
 from foldwise.tasks.cache import ImageCache
 from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.ensemble import ModelError, load_model, remove_unrecorded_files
 from foldwise.tasks.export import EnsembleGraph, fold_modules
-from foldwise.tasks.models import ModelError, load_model, remove_unrecorded_files
 from foldwise.tasks.predict import ensemble_probabilities, model_item_size
-from foldwise.tasks.retention import human, storage_use
+from foldwise.tasks.retention import storage_use
+from foldwise.units import byte_size
 from tests.code.webhook import closed_port, receiving
 from tests.conftest import CONFIGS
 
@@ -174,7 +175,7 @@ def test_retention_keeps_the_champion_rollback_target_pins_and_last_runs(trained
     assert f"pinned: run {first} (shipped to site A)" in cli(home, "storage")
     cli(home, "unpin", str(first))
     output = cli(home, "gc", "--keep-last", "0")
-    assert f"removed the files of run(s): {first}" in output and f"weights {human(first_weights)}" in output
+    assert f"removed the files of run(s): {first}" in output and f"weights {byte_size(first_weights)}" in output
     assert not (home / "runs" / str(first)).exists() and not (home / "cache" / "30px").exists()
     assert weights_before - storage_use(config)["weights"] == first_weights
     with session_scope(url) as session:

@@ -14,8 +14,8 @@ from foldwise.db.models import FoldResult, PrequentialScore, Run, RunMetric
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.demo import IMAGE_DIR, deliver_drop
+from foldwise.tasks.ensemble import load_model
 from foldwise.tasks.ingest import ingest
-from foldwise.tasks.models import load_model
 from foldwise.tasks.predict import predict_images
 from foldwise.tasks.prequential import label_shift, score_new_samples
 from prefect.testing.utilities import prefect_test_harness

@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
+import warnings
 
 import numpy as np
 import pytest
 from foldwise.cli import app
-from foldwise.db import registry
-from foldwise.db.models import Epoch, ModelDecision, Prediction, Sample, TrainingLock
+from foldwise.db import queries, registry
+from foldwise.db.models import Epoch, ModelDecision, Prediction, Run, RunMetric, Sample, TrainingLock
 from foldwise.db.session import session_scope
 from foldwise.flows.predict import predict_flow
 from foldwise.flows.retrain import retrain
 from foldwise.tasks import train as train_module
 from foldwise.tasks.cache import ImageCache
 from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.metrics import score
-from foldwise.tasks.models import cold_start_reason, load_model
+from foldwise.tasks.ensemble import cold_start_reason, load_model
+from foldwise.tasks.export import export_model
 from foldwise.tasks.predict import ensemble_probabilities, model_item_size, predict_images
 from prefect.testing.utilities import prefect_test_harness
 from safetensors.torch import load_file
+from sklearn.exceptions import UndefinedMetricWarning
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from foldwise.config import ThresholdConfig, load_config
+from foldwise.metrics import score
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -160,18 +165,19 @@ def test_predict_writes_the_submission_format_with_per_class_thresholds(tmp_path
     assert not np.allclose(with_tta, plain, atol=1e-6)  # augmented views were averaged in
 
 
-def test_warm_start_begins_from_the_champion_with_its_own_stages(tmp_path, monkeypatch):
+def champion_and_warm_config(tmp_path, warm_stages: str):
+    """A champion trained on 40 images, 10 more delivered, and a config that warm-starts from it."""
     cold = load_config(CONFIGS / "demo.toml", overrides(tmp_path))
     deliver_drop(cold.source.path, n_images=40)
     first = retrain(cold)
     deliver_drop(cold.source.path, n_images=10)
+    options = overrides(tmp_path, "train.warm_start=true", f"train.warm_start_stages={warm_stages}")
+    return first, load_config(CONFIGS / "demo.toml", options)
+
+
+def test_warm_start_begins_from_the_champion_with_its_own_stages(tmp_path, monkeypatch):
     # A learning rate of ~0: the warm-started weights must stay the champion's.
-    warm = load_config(
-        CONFIGS / "demo.toml",
-        overrides(
-            tmp_path, "train.warm_start=true", "train.warm_start_stages=[{size=32, epochs=1, lr=1e-12}]"
-        ),
-    )
+    first, warm = champion_and_warm_config(tmp_path, "[{size=32, epochs=1, lr=1e-12}]")
     loaded = []
     real_load_weights = train_module.load_weights
     monkeypatch.setattr(
@@ -189,6 +195,62 @@ def test_warm_start_begins_from_the_champion_with_its_own_stages(tmp_path, monke
     after = load_file(str(tmp_path / "runs" / str(second.run_id) / "fold0.safetensors"))
     convolutions = [k for k, v in before.items() if v.ndim == 4]
     assert convolutions and all(np.allclose(before[k], after[k], atol=1e-6) for k in convolutions)
+
+
+def test_foldwise_run_and_foldwise_models_print_the_same_oof_figure(tmp_path):
+    """Issue 21: one name, one number: the configured metric (here macro F1), cross-fitted, in both."""
+    options = overrides(tmp_path, "thresholds.metric='fbeta_macro'", "thresholds.beta=1")
+    deliver_drop(tmp_path / "source", n_images=40)
+    arguments = ["--config", str(CONFIGS / "demo.toml")] + [part for o in options for part in ("--set", o)]
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", *arguments])
+    assert ran.exit_code == 0, ran.output
+    [figure] = re.findall(r"OOF F1 \(macro\), cross-fitted (\d\.\d{4})", ran.output)
+    listed = runner.invoke(app, ["models", *arguments])
+    assert listed.exit_code == 0, listed.output
+    assert re.findall(r"OOF F1 \(macro\), cross-fitted (\d\.\d{4})", listed.output) == [figure]
+    with session_scope(load_config(CONFIGS / "demo.toml", options).resolved_database_url()) as session:
+        [oof] = session.scalars(select(RunMetric).where(RunMetric.split == "oof")).all()
+    assert oof.metric == "fbeta_macro" and figure == f"{oof.score:.4f}"
+
+
+def test_a_warm_start_whose_stages_end_at_another_size_is_used_at_the_size_it_trained(tmp_path, monkeypatch):
+    """Issue 21: warm stages ending at 24 px while `train.stages` ends at 32: the folds' predictions (so
+    the gate's), model.json, prediction and export all use 24."""
+    first, warm = champion_and_warm_config(tmp_path, "[{size=24, epochs=1, lr=1e-3}]")
+    assert warm.train.stages[-1].size == 32
+    predicted_at = []
+    real_batches = train_module.prediction_batches
+    monkeypatch.setattr(
+        train_module,
+        "prediction_batches",
+        lambda images, size, *rest: predicted_at.append(size) or real_batches(images, size, *rest),
+    )
+    second = retrain(warm)
+    assert predicted_at and set(predicted_at) == {24}  # out-of-fold and gate-set predictions
+    with session_scope(warm.resolved_database_url()) as session:
+        run = session.get_one(Run, second.run_id)
+        assert run.warm_start_from == first.run_id
+        stored = queries.holdout_probabilities(session=session, run_id=second.run_id)
+        hashes = {i: session.get(Sample, i).content_hash for i in stored}
+    record = json.loads((tmp_path / "runs" / str(second.run_id) / "model.json").read_text())
+    assert record["image_size"] == 24 and record["warm_start_from"] == first.run_id
+
+    model = load_model(warm, second.run_id)
+    assert model.image_size == 24 and model_item_size(model) == math.ceil(24 * warm.augment.presize)
+    # The gate's recorded probabilities are what predicting at the model's size gives now.
+    ids = sorted(stored)
+    store = ImageCache(warm).store(model_item_size(model))
+    rows = np.array([store.rows[hashes[i]] for i in ids])
+    recomputed = ensemble_probabilities(model, store.pixels(), rows)
+    assert recomputed == pytest.approx(np.array([stored[i] for i in ids]), abs=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)  # `foldwise predict` printed it twice
+        assert predict_images(warm, [warm.source.path / "images"], model).probabilities.shape[0] == 50
+
+    exported = export_model(model, tmp_path / "serving")
+    preprocessing = json.loads(exported.metadata_path.read_text())["preprocessing"]
+    assert preprocessing["stage_size"] == 24 and preprocessing["item_size"] == model_item_size(model)
 
 
 def test_a_model_recorded_before_heads_were_a_setting_keeps_fastais_head(tmp_path):

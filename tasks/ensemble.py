@@ -28,8 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from sqlalchemy import select
 
-from foldwise.config import FoldwiseConfig
+from foldwise.config import FoldwiseConfig, StageConfig
 from foldwise.errors import FoldwiseError
+from foldwise.stages import trained_stages
 
 MODEL_RECORD = "model.json"
 
@@ -65,10 +66,14 @@ def write_model_record(config: FoldwiseConfig, run_id: int) -> Path:
             row["label"]: row["threshold"] for row in queries.class_results(session=session, run_id=run_id)
         }
         folds = training_store.fold_results(session=session, run_id=run_id)
+        train = run.config["train"]
         record = {
             "run_id": run_id,
             "arch": run.config["model"]["arch"],
-            "image_size": run.config["train"]["stages"][-1]["size"],
+            "image_size": trained_stages(
+                train["stages"], train.get("warm_start_stages"), run.warm_start_from is not None
+            )[-1]["size"],
+            "warm_start_from": run.warm_start_from,
             "vocab": run.vocabulary,
             "thresholds": [thresholds[label] for label in run.vocabulary],
             "global_threshold": run.global_threshold,
@@ -145,11 +150,18 @@ class EnsembleModel:
     vocab: list[str]
     thresholds: np.ndarray
     fold_paths: list[Path]
-    config: FoldwiseConfig  # the config it was trained with: arch, image size, preprocessing
+    config: FoldwiseConfig  # the config it was trained with: arch, stages, preprocessing
+    warm_start_from: int | None = None  # the champion its folds started from: it trained the warm stages
+
+    @property
+    def stages(self) -> list[StageConfig]:
+        train = self.config.train
+        return trained_stages(train.stages, train.warm_start_stages, self.warm_start_from is not None)
 
     @property
     def image_size(self) -> int:
-        return self.config.train.stages[-1].size
+        """The size its last stage trained at: what it predicts at."""
+        return self.stages[-1].size
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -189,6 +201,7 @@ def load_model(config: FoldwiseConfig, run_id: int) -> EnsembleModel:
         thresholds=np.array(record["thresholds"], dtype=np.float64),
         fold_paths=[record_path.parent / name for name in record["folds"]],
         config=trained_with,
+        warm_start_from=record.get("warm_start_from"),  # absent in records from before it was kept
     )
 
 
