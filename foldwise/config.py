@@ -644,6 +644,8 @@ def build_config(raw: dict[str, Any], base: Path, origin: str) -> FoldwiseConfig
 
 
 def load_config(path: Path | str, overrides: list[str] | None = None) -> FoldwiseConfig:
+    """The configuration from a TOML file, with `--set section.key=value` overrides applied; relative
+    paths in it are resolved against the file's folder."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())

@@ -154,6 +154,8 @@ def mark_crashed_runs(config: FoldwiseConfig) -> list[int]:
 
 
 def start_run(config: FoldwiseConfig, flow_run_id: str | None = None) -> int:
+    """Records a new run (its config, seed, package versions, commit, host and process) and returns its
+    id; creates or upgrades the schema first and marks runs whose process died as crashed."""
     url = config.resolved_database_url()
     ensure_schema(url)
     mark_crashed_runs(config)
@@ -171,6 +173,7 @@ def start_run(config: FoldwiseConfig, flow_run_id: str | None = None) -> int:
 
 
 def run_holder(run_id: int) -> str:
+    """How a run is named as the holder of the training lock."""
     return f"run {run_id}"
 
 
@@ -261,6 +264,7 @@ def claim(
 
 
 def claim_training(config: FoldwiseConfig, run_id: int, poll_seconds: float = CLAIM_POLL_SECONDS) -> Decision:
+    """Takes the training lock for the run, or says why it cannot (busy, by `service.when_busy`)."""
     return claim(config, run_id, run_holder(run_id), poll_seconds)
 
 
@@ -326,6 +330,7 @@ def decide(config: FoldwiseConfig, pull: PullSummary, force: bool) -> Decision:
 
 
 def skip_run(config: FoldwiseConfig, run_id: int, pull: PullSummary | None, reason: str) -> RunSummary:
+    """Records the run as skipped, with the reason and the pull it looked at (if any)."""
     data = (
         {"pull_id": pull.pull_id, "dataset_version": pull.dataset_version, "dataset_size": pull.dataset_size}
         if pull
