@@ -34,11 +34,21 @@ from prefect.tasks import exponential_backoff
 from foldwise import secrets
 from foldwise.config import ConfigError, FoldwiseConfig, load_config
 
+
+def retry_pull(task, task_run, state) -> bool:
+    """Prefect's retry condition for the pull: retry transient errors only."""
+    try:
+        state.result()
+    except BaseException as error:
+        return ingest.is_transient(error)
+    return False
+
+
 start_run = task(runs.start_run, name="start-run")
 claim_training = task(runs.claim_training, name="claim-training")
 remove_leftovers = task(models.remove_unrecorded_files, name="remove-leftovers")
 gate_earlier_runs = task(registry.gate_ungated_runs, name="gate-earlier-runs")
-pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=ingest.retry_pull)
+pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=retry_pull)
 decide = task(runs.decide, name="decide")
 score_new_samples = task(prequential.score_new_samples, name="prequential-score")
 skip_run = task(runs.skip_run, name="skip-run")

@@ -14,7 +14,7 @@ from fastai.data.transforms import IndexSplitter, Normalize
 from fastai.vision.augment import Resize
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
-from foldwise.tasks import ingest as ingest_module
+from foldwise.tasks import image_checks as ingest_module
 from foldwise.tasks.batches import CachedBatches, batch_transforms
 from foldwise.tasks.cache import ImageCache, ImageStore, item_sizes
 from foldwise.tasks.images import to_item

@@ -16,7 +16,7 @@ from foldwise.db.session import ensure_schema, session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks import ingest as ingest_module
 from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.ingest import IngestError
+from foldwise.tasks.label_files import IngestError
 from foldwise.tasks.runs import (
     Busy,
     claim_training,
