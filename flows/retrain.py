@@ -13,9 +13,9 @@ from dataclasses import replace
 from functools import partial
 
 from foldwise.flows import task
+from foldwise.flows.train_folds import run_train_folds
 from foldwise.tasks import (
     alerts,
-    executors,
     folds,
     ingest,
     models,
@@ -25,7 +25,6 @@ from foldwise.tasks import (
     results,
     retention,
     runs,
-    train,
 )
 from prefect import flow
 from prefect.runtime import flow_run
@@ -54,8 +53,6 @@ score_new_samples = task(prequential.score_new_samples, name="prequential-score"
 skip_run = task(runs.skip_run, name="skip-run")
 build_folds = task(folds.build_folds, name="build-folds")
 find_warm_start = task(models.warm_start_source, name="find-warm-start")
-train_fold = task(train.train_fold, name="train-fold", task_run_name="train-fold-{fold}")
-train_fold_on_ray = task(executors.train_fold_on_node, name="train-fold", task_run_name="train-fold-{fold}")
 record_results = task(results.record_results, name="record-results")
 gate_candidate = task(registry.gate_candidate, name="champion-gate")
 publish_report = task(report.publish_report, name="publish-report")
@@ -84,11 +81,7 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     with phase("folds"):
         fold_set_id = build_folds(config, pull.dataset_version)
     warm_from = find_warm_start(config, run_id, fold_set_id)
-    # Each fold records its own time.
-    if config.service.executor == "ray":
-        outputs = executors.train_folds_on_ray(config, train_fold_on_ray, run_id, fold_set_id, warm_from)
-    else:
-        outputs = executors.train_folds_here(config, train_fold, run_id, fold_set_id, warm_from)
+    outputs = run_train_folds(config, run_id, fold_set_id, warm_from)  # each fold records its own time
     with phase("thresholds and records"):
         summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
     with phase("gate"):

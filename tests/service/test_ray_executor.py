@@ -21,7 +21,7 @@ from foldwise.db.models import Epoch, FoldResult, Prediction, Run, RunMetric, Tr
 from foldwise.db.session import session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.executors import FoldLost, fold_resources
+from foldwise.tasks.ray_folds import FoldLost, fold_resources
 from foldwise.tasks.runs import TimedOut
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import func, select
