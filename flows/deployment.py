@@ -36,6 +36,7 @@ DEFAULT_SCHEDULER_LOOP_SECONDS = 60.0  # Prefect's PREFECT_SERVER_SERVICES_SCHED
 
 
 def schedules(service: ServiceConfig) -> list[Schedule]:
+    """The deployment's schedule: cron, interval, or none (manual runs only)."""
     if service.cron:
         return [Cron(service.cron, timezone=service.timezone)]
     if service.interval_minutes:
@@ -80,6 +81,7 @@ def build_deployment(config: FoldwiseConfig) -> RunnerDeployment:
 
 
 def describe_schedule(service: ServiceConfig) -> str:
+    """The schedule in words, for `foldwise serve`'s output."""
     if service.cron:
         return f"cron '{service.cron}' ({service.timezone})"
     if service.interval_minutes:

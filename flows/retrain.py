@@ -62,6 +62,7 @@ send_alerts = task(alerts.send_run_alerts, name="send-alerts")
 
 
 def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunSummary:
+    """The run's steps, from the claim of the training lock to the storage record."""
     phase = partial(runs.phase, config, run_id)  # where the run's time goes, recorded with it
     claim = claim_training(config, run_id)
     if not claim.train:

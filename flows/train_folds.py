@@ -38,6 +38,7 @@ train_fold_on_node = task(ray_folds.train_fold_on_node, name="train-fold", task_
 
 
 def with_fold_timeout(config: FoldwiseConfig, fold_task: Task) -> Task:
+    """The fold task, limited to `train.fold_timeout_minutes` (None: no limit)."""
     minutes = config.train.fold_timeout_minutes
     return fold_task.with_options(timeout_seconds=minutes * 60 if minutes else None)
 

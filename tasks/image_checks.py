@@ -66,6 +66,7 @@ def inspect_image(
 def inspect_chunk(
     checks: list[ImageCheck], source_root: Path, max_pixels: int, sizes: list[int]
 ) -> list[tuple[ImageFacts | str, dict[int, np.ndarray] | None]]:
+    """`inspect_image` of each check: one unit of work for a worker process."""
     return [inspect_image(check, source_root, max_pixels, sizes) for check in checks]
 
 
@@ -77,6 +78,7 @@ def inspect_images(
     cache = ImageCache(config)
 
     def trusted(sample: sample_store.StoredSample | None) -> str | None:
+        """The hash of an active sample whose items are all cached, else None."""
         if sample is None or not sample.active or cache.missing(sample.content_hash):
             return None
         return sample.content_hash

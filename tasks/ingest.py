@@ -65,9 +65,11 @@ class PullSummary:
 
     @property
     def n_rejected(self) -> int:
+        """Rows (or files) first rejected in this pull."""
         return len(self.rejections)
 
     def change_summary(self) -> str:
+        """The pull's changes in words, e.g. '3 added, 1 retired'."""
         parts = [
             (self.n_added, "added"),
             (self.n_updated, "updated"),

@@ -49,6 +49,7 @@ class Rejection:
 
     @property
     def fingerprint(self) -> str:
+        """What makes two rejections the same: the file, the row as read and the reason."""
         return hashlib.sha256(f"{self.file}\x1e{self.text}\x1e{self.reason}".encode()).hexdigest()
 
 
@@ -65,6 +66,7 @@ class LabeledRow:
     text: str
 
     def same_content(self, other: LabeledRow) -> bool:
+        """Whether two rows of an id agree (labels and holdout flag)."""
         return (self.labels, self.is_fixed_holdout) == (other.labels, other.is_fixed_holdout)
 
 
@@ -90,16 +92,20 @@ class LabelSpelling:
 
     @staticmethod
     def key(name: str) -> str:
+        """What two spellings of one label share."""
         return unicodedata.normalize("NFC", name.strip()).casefold()
 
     def known(self, name: str) -> str | None:
+        """The spelling `name` is known by, or None."""
         return self.spelling.get(self.key(name))
 
     def canonical(self, name: str) -> str:
+        """The spelling `name` is known by; a new label keeps its own (NFC, stripped)."""
         return self.spelling.setdefault(self.key(name), unicodedata.normalize("NFC", name.strip()))
 
 
 def has_control_characters(text: str, allowed: str = "") -> bool:
+    """Whether `text` holds a control character other than those in `allowed`."""
     return any(unicodedata.category(char) == "Cc" and char not in allowed for char in text)
 
 
@@ -155,6 +161,8 @@ def label_files(config: FoldwiseConfig) -> list[Path]:
 
 @dataclass(frozen=True)
 class LabelFile:
+    """A label file's header and rows, as read."""
+
     columns: dict[str, int]  # position of each configured column
     width: int  # fields in the header
     records: list[tuple[int, list[str]]]  # (line, fields) of each row after the header
@@ -197,6 +205,7 @@ def parse_record(
     config: FoldwiseConfig,
     spelling: LabelSpelling,
 ) -> LabeledRow | Rejection:
+    """One row of a label file as a usable row, or its rejection with the reason."""
     data, columns = config.data, label_file.columns
     text = "\x1f".join(fields)
     if len(fields) != label_file.width:

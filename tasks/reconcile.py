@@ -23,10 +23,12 @@ class Reconciliation:
     n_unchanged: int = 0
 
     def count(self, kind: str) -> int:
+        """How many samples had an event of this kind."""
         return sum(1 for _, event, _ in self.events if event == kind)
 
 
 def as_stored(sample_id: int, values: dict, status: str, reason: str | None) -> sample_store.StoredSample:
+    """A sample as it will be stored after the pull."""
     columns = {
         name: values[name] for name in ("key", "image_path", "content_hash", "file_size", "file_mtime_ns")
     }
