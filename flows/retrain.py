@@ -13,7 +13,7 @@ from dataclasses import replace
 from functools import partial
 
 from foldwise.flows import task
-from foldwise.flows.train_folds import run_train_folds
+from foldwise.flows.train_folds import fan_out_folds
 from foldwise.tasks import (
     alerts,
     folds,
@@ -82,7 +82,7 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     with phase("folds"):
         fold_set_id = build_folds(config, pull.dataset_version)
     warm_from = find_warm_start(config, run_id, fold_set_id)
-    outputs = run_train_folds(config, run_id, fold_set_id, warm_from)  # each fold records its own time
+    outputs = fan_out_folds(config, run_id, fold_set_id, warm_from)  # each fold records its own time
     with phase("thresholds and records"):
         summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
     with phase("gate"):

@@ -27,7 +27,7 @@ from foldwise.tasks.logs import get_logger
 from foldwise.tasks.runs import TimedOut
 from foldwise.tasks.train import FoldOutput
 from prefect import Task, flow
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectWrappedFuture
 
 from foldwise.config import FoldwiseConfig
 
@@ -90,7 +90,7 @@ def train_folds_on_ray(
     # No retries by Ray: a fold lost with its worker fails the run as a crash would, and the next run
     # reuses the folds that were recorded (a retry would run the same Prefect task run again).
     with remote_options(**resources, max_retries=0):
-        pending: dict[int, PrefectFuture] = {
+        pending: dict[int, PrefectWrappedFuture] = {
             fold: fold_task.submit(config, run_id, fold_set_id, fold, warm_from)
             for fold in range(config.folds.n_folds)
         }
@@ -109,7 +109,7 @@ def train_folds_on_ray(
     return [outputs[fold] for fold in sorted(outputs)]
 
 
-def ray_fold_output(config: FoldwiseConfig, fold: int, future: PrefectFuture) -> FoldOutput:
+def ray_fold_output(config: FoldwiseConfig, fold: int, future: PrefectWrappedFuture) -> FoldOutput:
     """A fold's output from Ray: the fold's own errors as it raised them, Ray's failures as FoldLost."""
     import ray
 
@@ -119,7 +119,7 @@ def ray_fold_output(config: FoldwiseConfig, fold: int, future: PrefectFuture) ->
         raise ray_folds.fold_lost(fold, error) from None
 
 
-def run_train_folds(
+def fan_out_folds(
     config: FoldwiseConfig, run_id: int, fold_set_id: int, warm_from: int | None
 ) -> list[FoldOutput]:
     """`train-folds` on the task runner `service.executor` names."""
