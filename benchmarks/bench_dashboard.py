@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
+from sqlalchemy import insert
+from streamlit.testing.v1 import AppTest
+
 from foldwise.db.models import (
     ClassMetric,
     ClassThreshold,
@@ -32,8 +35,6 @@ from foldwise.db.models import (
     utcnow,
 )
 from foldwise.db.session import ensure_schema, session_scope
-from sqlalchemy import insert
-from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 N_CLASSES, N_FOLDS, N_EPOCHS = 20, 5, 20

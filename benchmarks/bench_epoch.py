@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
+
+from foldwise.config import load_config
 from foldwise.tasks.batches import CachedBatches
 from foldwise.tasks.cache import item_size
 from foldwise.tasks.train import build_learner, choose_device, plain_model, use_mixed_precision
-
-from foldwise.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy import select
+
+from foldwise.config import load_config
 from foldwise.db.models import FoldResult, Prediction
 from foldwise.db.session import session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.ingest import ingest
-from prefect.testing.utilities import prefect_test_harness
-from sqlalchemy import select
-
-from foldwise.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from foldwise.tasks.ingest import ingest
 from PIL import Image
 
 from foldwise.config import load_config
+from foldwise.tasks.ingest import ingest
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANET_TAGS = load_config(ROOT / "configs" / "planet.toml").data.vocabulary

@@ -25,11 +25,11 @@ from fastai.data.block import DataBlock, MultiCategoryBlock
 from fastai.data.transforms import RandomSplitter
 from fastai.vision.augment import Resize
 from fastai.vision.data import ImageBlock
-from foldwise.tasks.batches import CachedBatches, batch_transforms
-from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached, item_size
 
 from benchmarks.photos import write_photos
 from foldwise.config import load_config
+from foldwise.tasks.batches import CachedBatches, batch_transforms
+from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached, item_size
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64

@@ -46,17 +46,17 @@ from fastai.vision.augment import Resize
 from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
-from foldwise.cli.prefect_server import turn_off_telemetry
-from foldwise.flows.retrain import retrain
-from foldwise.tasks.batches import batch_transforms
-from foldwise.tasks.ensemble import load_model
-from foldwise.tasks.predict import predict_images
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from prefect.testing.utilities import prefect_test_harness
 from sklearn.metrics import f1_score, fbeta_score
 
 from benchmarks.quality_data import NAMES, write_planet_dataset
+from foldwise.cli.prefect_server import turn_off_telemetry
 from foldwise.config import FoldwiseConfig, load_config, resolve_arch
+from foldwise.flows.retrain import retrain
+from foldwise.tasks.batches import batch_transforms
+from foldwise.tasks.ensemble import load_model
+from foldwise.tasks.predict import predict_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS_THRESHOLD = 0.2

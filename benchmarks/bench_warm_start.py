@@ -16,13 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from sqlalchemy import select
+
+from foldwise.config import load_config
 from foldwise.db.models import ModelDecision
 from foldwise.db.session import session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.demo import deliver_drop
-from sqlalchemy import select
-
-from foldwise.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

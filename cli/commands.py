@@ -10,10 +10,10 @@ from typing import Annotated
 from uuid import UUID
 
 import typer
-from foldwise.cli.prefect_server import turn_off_telemetry
 from typer.core import TyperGroup
 
 from foldwise import secrets
+from foldwise.cli.prefect_server import turn_off_telemetry
 from foldwise.config import load_config
 from foldwise.errors import FoldwiseError
 
@@ -153,10 +153,9 @@ def run(
 ) -> None:
     """Run the retraining flow once and print a summary."""
     settings = load_config(config, set_)
+    from foldwise import metrics
     from foldwise.cli.prefect_server import prefect_api
     from foldwise.flows.retrain import retrain
-
-    from foldwise import metrics
 
     with prefect_api():
         summary = retrain(settings, force=force)
@@ -244,9 +243,8 @@ def dashboard(
     import signal
     import subprocess
 
-    from foldwise.dashboard import streamlit_command
-
     from foldwise.config import DATABASE_URL_ENV
+    from foldwise.dashboard import streamlit_command
 
     settings = load_config(config, set_)
     command = streamlit_command(port, address)
@@ -265,10 +263,9 @@ def dashboard(
 @app.command()
 def models(config: ConfigOption, set_: SetOption = None) -> None:
     """List the models (successful runs), the champion marked, with their latest gate decision."""
+    from foldwise import metrics
     from foldwise.db import registry
     from foldwise.db.session import ensure_schema, session_scope
-
-    from foldwise import metrics
 
     url = load_config(config, set_).resolved_database_url()
     ensure_schema(url)

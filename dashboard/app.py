@@ -7,6 +7,7 @@ It reads the database named by FOLDWISE_DATABASE_URL (default: the demo's) and n
 from __future__ import annotations
 
 import streamlit as st
+
 from foldwise.dashboard import data
 from foldwise.dashboard.views import compare, data_view, overview, predictions, run_detail, runs_table
 

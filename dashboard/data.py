@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
+from sqlalchemy.engine import make_url
+
+from foldwise import metrics, secrets
 from foldwise.dashboard import present
 from foldwise.db import prequential, queries, registry, training
 from foldwise.db.models import Run
 from foldwise.db.session import current_revision, head_revision, read_scope
-from sqlalchemy.engine import make_url
-
-from foldwise import metrics, secrets
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
 DEMO_DATABASE = Path(__file__).resolve().parents[1] / "var" / "demo" / "foldwise.db"

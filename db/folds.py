@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from foldwise.db.models import FoldAssignment, FoldLabelCount, FoldSet
-from foldwise.db.samples import label_ids
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
+
+from foldwise.db.models import FoldAssignment, FoldLabelCount, FoldSet
+from foldwise.db.samples import label_ids
 
 HOLDOUT = -1  # fold number of gate-set (holdout) samples: predicted by every fold, trained on by none
 

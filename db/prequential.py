@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from foldwise.db.models import ACTIVE, PrequentialScore, RunMetric, Sample, SampleEvent
-from foldwise.db.samples import ADDED
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
+
+from foldwise.db.models import ACTIVE, PrequentialScore, RunMetric, Sample, SampleEvent
+from foldwise.db.samples import ADDED
 
 
 def added_sample_ids(*, session: Session, pull_id: int) -> list[int]:

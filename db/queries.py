@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased, selectinload
+
 from foldwise.db.models import (
     ACTIVE,
     ClassMetric,
@@ -20,8 +23,6 @@ from foldwise.db.models import (
     SampleLabel,
 )
 from foldwise.db.training import SUCCEEDED
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased, selectinload
 
 
 def previous_succeeded_run(*, session: Session, run_id: int) -> Run | None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
 from foldwise.db.folds import HOLDOUT, load_fold_set
 from foldwise.db.models import FoldAssignment, ModelDecision, Run, Sample
 from foldwise.db.queries import runs_overview
 from foldwise.db.training import FAILED, SUCCEEDED
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 GATE, GATE_FAILED, PROMOTE, ROLLBACK = "gate", "gate-failed", "promote", "rollback"
 # What became of a run: its status, or for a successful one what the gate (or a person) decided.

@@ -8,9 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from foldwise.db.models import ACTIVE, DataPull, Label, RejectedRow, Sample, SampleEvent, SampleLabel, utcnow
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
+
+from foldwise.db.models import ACTIVE, DataPull, Label, RejectedRow, Sample, SampleEvent, SampleLabel, utcnow
 
 ADDED, CHANGED, QUARANTINED, RETIRED, RESTORED = "added", "changed", "quarantined", "retired", "restored"
 

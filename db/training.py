@@ -6,6 +6,9 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
 from foldwise.db.models import (
     ClassMetric,
     ClassThreshold,
@@ -17,8 +20,6 @@ from foldwise.db.models import (
     TrainingLock,
     utcnow,
 )
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.orm import Session
 
 RUNNING, SUCCEEDED, SKIPPED, FAILED, CRASHED = "running", "succeeded", "skipped", "failed", "crashed"
 ENDED_UNFINISHED = (FAILED, CRASHED)  # their recorded folds may be reused by a later run

@@ -9,7 +9,6 @@ from datetime import timedelta
 from uuid import UUID
 
 import httpx
-from foldwise.flows.retrain import retrain
 from prefect import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -31,11 +30,13 @@ from prefect.schedules import Cron, Interval, Schedule
 from prefect.utilities.urls import url_for
 
 from foldwise.config import ConfigError, FoldwiseConfig, ServiceConfig
+from foldwise.flows.retrain import retrain
 
 DEFAULT_SCHEDULER_LOOP_SECONDS = 60.0  # Prefect's PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS
 
 
 def schedules(service: ServiceConfig) -> list[Schedule]:
+    """The deployment's schedule: cron, interval, or none (manual runs only)."""
     if service.cron:
         return [Cron(service.cron, timezone=service.timezone)]
     if service.interval_minutes:
@@ -80,6 +81,7 @@ def build_deployment(config: FoldwiseConfig) -> RunnerDeployment:
 
 
 def describe_schedule(service: ServiceConfig) -> str:
+    """The schedule in words, for `foldwise serve`'s output."""
     if service.cron:
         return f"cron '{service.cron}' ({service.timezone})"
     if service.interval_minutes:

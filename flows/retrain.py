@@ -12,11 +12,17 @@ import time
 from dataclasses import replace
 from functools import partial
 
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from foldwise import secrets
+from foldwise.config import ConfigError, FoldwiseConfig, load_config
 from foldwise.flows import task
+from foldwise.flows.train_folds import fan_out_folds
 from foldwise.tasks import (
     alerts,
     ensemble,
-    executors,
     folds,
     ingest,
     prequential,
@@ -25,27 +31,28 @@ from foldwise.tasks import (
     results,
     retention,
     runs,
-    train,
 )
-from prefect import flow
-from prefect.runtime import flow_run
-from prefect.tasks import exponential_backoff
 
-from foldwise import secrets
-from foldwise.config import ConfigError, FoldwiseConfig, load_config
+
+def retry_pull(task, task_run, state) -> bool:
+    """Prefect's retry condition for the pull: retry transient errors only."""
+    try:
+        state.result()
+    except BaseException as error:
+        return ingest.is_transient(error)
+    return False
+
 
 start_run = task(runs.start_run, name="start-run")
 claim_training = task(runs.claim_training, name="claim-training")
 remove_leftovers = task(ensemble.remove_unrecorded_files, name="remove-leftovers")
 gate_earlier_runs = task(registry.gate_ungated_runs, name="gate-earlier-runs")
-pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=ingest.retry_pull)
+pull_data = task(ingest.ingest, name="pull-data", retry_condition_fn=retry_pull)
 decide = task(runs.decide, name="decide")
 score_new_samples = task(prequential.score_new_samples, name="prequential-score")
 skip_run = task(runs.skip_run, name="skip-run")
 build_folds = task(folds.build_folds, name="build-folds")
 find_warm_start = task(ensemble.warm_start_source, name="find-warm-start")
-train_fold = task(train.train_fold, name="train-fold", task_run_name="train-fold-{fold}")
-train_fold_on_ray = task(executors.train_fold_on_node, name="train-fold", task_run_name="train-fold-{fold}")
 record_results = task(results.record_results, name="record-results")
 gate_candidate = task(registry.gate_candidate, name="champion-gate")
 publish_report = task(report.publish_report, name="publish-report")
@@ -55,6 +62,7 @@ send_alerts = task(alerts.send_run_alerts, name="send-alerts")
 
 
 def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunSummary:
+    """The run's steps, from the claim of the training lock to the storage record."""
     phase = partial(runs.phase, config, run_id)  # where the run's time goes, recorded with it
     claim = claim_training(config, run_id)
     if not claim.train:
@@ -74,11 +82,7 @@ def retrain_steps(config: FoldwiseConfig, run_id: int, force: bool) -> runs.RunS
     with phase("folds"):
         fold_set_id = build_folds(config, pull.dataset_version)
     warm_from = find_warm_start(config, run_id, fold_set_id)
-    # Each fold records its own time.
-    if config.service.executor == "ray":
-        outputs = executors.train_folds_on_ray(config, train_fold_on_ray, run_id, fold_set_id, warm_from)
-    else:
-        outputs = executors.train_folds_here(config, train_fold, run_id, fold_set_id, warm_from)
+    outputs = fan_out_folds(config, run_id, fold_set_id, warm_from)  # each fold records its own time
     with phase("thresholds and records"):
         summary = record_results(config, run_id, pull, fold_set_id, outputs, decision.reason)
     with phase("gate"):

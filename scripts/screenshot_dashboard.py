@@ -14,10 +14,11 @@ import time
 from urllib.parse import quote
 
 from browser import ROOT, background, chromium, free_port, wait_for_url
+from selenium.webdriver.common.by import By
+
 from foldwise.dashboard import data, streamlit_command
 from foldwise.db import registry
 from foldwise.db.session import read_scope
-from selenium.webdriver.common.by import By
 
 OUT = ROOT / "var" / "screenshots"
 PAGES = ["Overview", "Runs", "Run detail", "Compare", "Data", "Predictions"]

@@ -13,17 +13,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from foldwise.db import queries, registry
-from foldwise.db import training as training_store
-from foldwise.db.models import ModelDecision, Run
-from foldwise.db.session import session_scope
-from foldwise.tasks.logs import get_logger
-from foldwise.tasks.runs import describe_error
 from sqlalchemy import func, select
 
 from foldwise import metrics, secrets
 from foldwise.config import AlertEvent, FoldwiseConfig
+from foldwise.db import queries, registry
+from foldwise.db import training as training_store
+from foldwise.db.models import ModelDecision, Run
+from foldwise.db.session import session_scope
 from foldwise.errors import FoldwiseError
+from foldwise.tasks.logs import get_logger
+from foldwise.tasks.runs import describe_error
 
 # Apprise's kinds of notification (the colour or icon of a Slack or Teams message).
 NOTIFY_TYPES: dict[str, str] = {

@@ -21,9 +21,9 @@ from fastai.torch_core import TensorImage
 from fastai.vision.augment import aug_transforms
 from fastai.vision.core import imagenet_stats
 from fasttransform import Pipeline
-from foldwise.tasks.augment import augment_batch, normalise, resize_batch
 
 from foldwise.config import AugmentConfig, FoldwiseConfig
+from foldwise.tasks.augment import augment_batch, normalise, resize_batch
 
 
 def batch_transforms(size: int, augment: AugmentConfig) -> list:

@@ -26,10 +26,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from foldwise.tasks.images import UnreadableImage, decode_image, parallel_map, read_image_file, to_item
-from foldwise.tasks.logs import get_logger
 
 from foldwise.config import FoldwiseConfig, StageConfig
+from foldwise.tasks.images import UnreadableImage, decode_image, parallel_map, read_image_file, to_item
+from foldwise.tasks.logs import get_logger
 
 COMPACT_WHEN_UNUSED = 0.25  # rewrite a store when more than this share of its rows is unused
 

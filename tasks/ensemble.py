@@ -18,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from foldwise.db import queries, registry
-from foldwise.db import training as training_store
-from foldwise.db.folds import HOLDOUT, load_fold_set
-from foldwise.db.models import Run
-from foldwise.db.session import session_scope
-from foldwise.tasks.logs import get_logger
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from sqlalchemy import select
 
 from foldwise.config import FoldwiseConfig, StageConfig
+from foldwise.db import queries, registry
+from foldwise.db import training as training_store
+from foldwise.db.folds import HOLDOUT, load_fold_set
+from foldwise.db.models import Run
+from foldwise.db.session import session_scope
 from foldwise.errors import FoldwiseError
 from foldwise.stages import trained_stages
+from foldwise.tasks.logs import get_logger
 
 MODEL_RECORD = "model.json"
 

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from fastai.data.core import DataLoaders
 from fastai.vision.core import imagenet_stats
+
+from foldwise.errors import FoldwiseError
 from foldwise.tasks.batches import CachedBatches
 from foldwise.tasks.ensemble import EnsembleModel, load_weights
 from foldwise.tasks.predict import label_names_out, model_item_size
 from foldwise.tasks.train import build_learner, plain_model
-
-from foldwise.errors import FoldwiseError
 
 InputType = Literal["uint8", "float"]
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"

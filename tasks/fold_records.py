@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy.orm import Session
+
+from foldwise.config import FoldwiseConfig, StageConfig
 from foldwise.db import folds as fold_store
 from foldwise.db import samples as sample_store
 from foldwise.db import training as training_store
@@ -22,9 +25,6 @@ from foldwise.tasks.batches import multi_hot
 from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
 from foldwise.tasks.ensemble import atomic_file, run_folder
 from foldwise.tasks.logs import get_logger
-from sqlalchemy.orm import Session
-
-from foldwise.config import FoldwiseConfig, StageConfig
 
 
 @dataclass(frozen=True)

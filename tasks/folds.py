@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
+
+from foldwise.config import FoldsConfig, FoldwiseConfig
 from foldwise.db import folds as fold_store
 from foldwise.db import registry
 from foldwise.db import samples as sample_store
 from foldwise.db.folds import HOLDOUT
 from foldwise.db.session import session_scope
 from foldwise.tasks.logs import get_logger
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
-
-from foldwise.config import FoldsConfig, FoldwiseConfig
 
 
 @dataclass

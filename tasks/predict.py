@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastai.data.core import DataLoaders
+
+from foldwise.config import FoldwiseConfig
 from foldwise.tasks.batches import CachedBatches
 from foldwise.tasks.cache import CachedImage, decode_items, item_size
 from foldwise.tasks.ensemble import EnsembleModel, load_weights
 from foldwise.tasks.images import parallel_map
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.train import build_learner, choose_device, plain_model, predict
-
-from foldwise.config import FoldwiseConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 

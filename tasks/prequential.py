@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from foldwise import metrics
+from foldwise.config import FoldwiseConfig
 from foldwise.db import prequential as prequential_store
 from foldwise.db import registry as registry_store
 from foldwise.db import samples as sample_store
@@ -29,9 +32,6 @@ from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.registry import predicted_by
 from foldwise.tasks.runs import describe_error
-
-from foldwise import metrics
-from foldwise.config import FoldwiseConfig
 
 
 @dataclass(frozen=True)

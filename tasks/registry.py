@@ -13,21 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from foldwise import metrics
+from foldwise.config import FoldwiseConfig, GateConfig, ThresholdConfig
 from foldwise.db import folds as fold_store
 from foldwise.db import queries, registry
 from foldwise.db import samples as sample_store
 from foldwise.db.folds import HOLDOUT
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
+from foldwise.errors import FoldwiseError
 from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached
 from foldwise.tasks.ensemble import EnsembleModel, load_model, write_model_record
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.predict import ensemble_probabilities, model_item_size
 from foldwise.tasks.runs import describe_error, training_lock
-
-from foldwise import metrics
-from foldwise.config import FoldwiseConfig, GateConfig, ThresholdConfig
-from foldwise.errors import FoldwiseError
 
 
 class RegistryError(FoldwiseError, ValueError):

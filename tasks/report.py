@@ -6,12 +6,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from foldwise import metrics
+from foldwise.config import FoldwiseConfig
 from foldwise.db import queries, registry
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
-
-from foldwise import metrics
-from foldwise.config import FoldwiseConfig
 
 
 @dataclass(frozen=True)

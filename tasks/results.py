@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from foldwise import metrics
+from foldwise.config import FoldwiseConfig, ThresholdConfig
 from foldwise.db import samples as sample_store
 from foldwise.db import training as training_store
 from foldwise.db.folds import HOLDOUT
@@ -16,9 +19,6 @@ from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.runs import RunSummary
 from foldwise.tasks.thresholds import Thresholds, baselines, choose_thresholds
-
-from foldwise import metrics
-from foldwise.config import FoldwiseConfig, ThresholdConfig
 
 
 @dataclass(frozen=True)

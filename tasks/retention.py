@@ -29,20 +29,20 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from foldwise.config import FoldwiseConfig
 from foldwise.db import registry
 from foldwise.db import training as training_store
 from foldwise.db.models import FoldResult, Run, utcnow
 from foldwise.db.session import ensure_schema, session_scope
+from foldwise.errors import FoldwiseError
 from foldwise.tasks.cache import item_sizes
 from foldwise.tasks.ensemble import MODEL_RECORD, ModelError, atomic_file, load_model, run_folder, runs_folder
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.predict import model_item_size
 from foldwise.tasks.runs import training_lock
-from sqlalchemy import select
-from sqlalchemy.engine import make_url
-
-from foldwise.config import FoldwiseConfig
-from foldwise.errors import FoldwiseError
 from foldwise.units import byte_size
 
 KINDS = ("weights", "predictions", "run records", "image cache", "database", "source", "other")

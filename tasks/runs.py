@@ -22,17 +22,17 @@ from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from foldwise.db import training as training_store
-from foldwise.db.models import TrainingLock, utcnow
-from foldwise.db.session import ensure_schema, session_scope
-from foldwise.tasks.ingest import PullSummary
-from foldwise.tasks.logs import get_logger
 from prefect.utilities.timeout import timeout
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig
+from foldwise.db import training as training_store
+from foldwise.db.models import TrainingLock, utcnow
+from foldwise.db.session import ensure_schema, session_scope
 from foldwise.errors import FoldwiseError
+from foldwise.tasks.ingest import PullSummary
+from foldwise.tasks.logs import get_logger
 
 HEARTBEAT_SECONDS = 30.0
 CLAIM_POLL_SECONDS = 5.0

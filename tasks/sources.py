@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foldwise.tasks.archives import CorruptArchive, extract, is_archive
-from foldwise.tasks.logs import get_logger
-
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig, SourceConfig
 from foldwise.errors import FoldwiseError
+from foldwise.tasks.archives import CorruptArchive, extract, is_archive
+from foldwise.tasks.logs import get_logger
 
 MARKER = ".foldwise-fetch.json"
 CREDENTIAL_HELP = (

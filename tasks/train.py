@@ -32,11 +32,18 @@ from fastai.metrics import accuracy_multi, skm_to_fastai
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
+from safetensors.torch import save_file
+from sqlalchemy.exc import SQLAlchemyError
+
+from foldwise.config import ConfigError, FoldwiseConfig, StageConfig, ThresholdConfig, resolve_arch
 from foldwise.db import folds as fold_store
 from foldwise.db import training as training_store
 from foldwise.db.folds import HOLDOUT
 from foldwise.db.models import utcnow
 from foldwise.db.session import session_scope, write_with_retries
+from foldwise.errors import FoldwiseError
+from foldwise.metrics import AVERAGES
+from foldwise.stages import trained_stages
 from foldwise.tasks.batches import CachedBatches, rarity_weights
 from foldwise.tasks.ensemble import (
     EnsembleModel,
@@ -57,13 +64,6 @@ from foldwise.tasks.fold_records import (
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.losses import MultiLabelLoss
 from foldwise.tasks.runs import phase
-from safetensors.torch import save_file
-from sqlalchemy.exc import SQLAlchemyError
-
-from foldwise.config import ConfigError, FoldwiseConfig, StageConfig, ThresholdConfig, resolve_arch
-from foldwise.errors import FoldwiseError
-from foldwise.metrics import AVERAGES
-from foldwise.stages import trained_stages
 
 
 class PretrainedWeightsUnavailable(FoldwiseError, RuntimeError):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+
 from foldwise.dashboard import data, present
 from foldwise.db.models import utcnow
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import run_label
-
 from foldwise.metrics import oof_label
 
 OVERALL = {  # (split, column) -> row name; {metric}: the runs' configured metric

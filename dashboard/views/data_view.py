@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import gallery
-
 from foldwise.units import byte_size
 
 GALLERY_SIZE = 24

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from foldwise.dashboard import charts, data, present
-from foldwise.dashboard.views.common import badges, live_run
 
 from foldwise import metrics
+from foldwise.dashboard import charts, data, present
+from foldwise.dashboard.views.common import badges, live_run
 
 RECENT_DECISIONS = 10
 

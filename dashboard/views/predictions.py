@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from foldwise.dashboard import data
 from foldwise.dashboard.views.common import choose_run, gallery
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+
+from foldwise import metrics
 from foldwise.dashboard import charts, data, present
 from foldwise.dashboard.views.common import badges, choose_run, flow_run_text, live_run
 from foldwise.db.models import utcnow
-
-from foldwise import metrics
 
 
 def class_table(oof: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from foldwise.dashboard import data, present
 
 from foldwise import metrics
+from foldwise.dashboard import data, present
 
 COLUMNS = [
     "id",

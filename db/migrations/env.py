@@ -2,6 +2,7 @@
 inside its transaction; the URL never comes from a file."""
 
 from alembic import context
+
 from foldwise.db.models import Base
 
 config = context.config

@@ -7,12 +7,12 @@ import logging
 from datetime import datetime, timedelta
 
 import pytest
+
+from foldwise.config import ConfigError, load_config
 from foldwise.db import registry
 from foldwise.db.models import ModelDecision, Run, utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.tasks.alerts import Alert, run_alerts, send, send_run_alerts
-
-from foldwise.config import ConfigError, load_config
 from tests.code.webhook import closed_port, receiving
 from tests.conftest import CONFIGS, finished_run
 

@@ -3,9 +3,9 @@
 import torch
 import torch.nn.functional as F
 from fastai.vision.augment import TensorImage
-from foldwise.tasks.augment import affine_maps, light, sampling_grid
 
 from foldwise.config import AugmentConfig
+from foldwise.tasks.augment import affine_maps, light, sampling_grid
 
 
 def test_the_sampling_grid_equals_pytorchs_affine_grid():

@@ -1,10 +1,10 @@
 """`foldwise ingest` under the training lock, and `foldwise samples` listing what is out of the data set."""
 
+from typer.testing import CliRunner
+
 from foldwise.cli import app
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.runs import claim_training, end_run, start_run
-from typer.testing import CliRunner
-
 from tests.conftest import CONFIGS, tiny_demo_config
 
 

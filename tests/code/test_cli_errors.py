@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
 from foldwise.tasks.demo import deliver_drop
-from sqlalchemy import select
-
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 

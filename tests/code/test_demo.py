@@ -1,8 +1,9 @@
 import csv
 from collections import Counter
 
-from foldwise.tasks.demo import DIGIT_NAMES, IMAGE_SIZE, deliver_drop, delivered_drops
 from PIL import Image
+
+from foldwise.tasks.demo import DIGIT_NAMES, IMAGE_SIZE, deliver_drop, delivered_drops
 
 
 def test_drops_arrive_one_after_another_with_skewed_labels(tmp_path):

@@ -5,6 +5,7 @@ import random
 
 import fastai.data.load
 import fastai.vision.augment
+
 from foldwise.tasks.train import fastai_random
 
 

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
+from sqlalchemy import select
+
+from foldwise.config import FoldsConfig, load_config
 from foldwise.db.folds import StoredFoldSet, load_fold_set
 from foldwise.db.models import FoldLabelCount, FoldSet, Label
 from foldwise.db.session import session_scope
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.folds import HOLDOUT, build_folds, plan_folds
 from foldwise.tasks.ingest import ingest
-from sqlalchemy import select
-
-from foldwise.config import FoldsConfig, load_config
 from tests.conftest import CONFIGS
 
 

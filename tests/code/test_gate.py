@@ -1,10 +1,10 @@
 """The champion gate's judgement, on hand-made probabilities: overall, per class, vocabulary changes."""
 
 import numpy as np
-from foldwise.tasks.registry import Scored, judge
 from sklearn.metrics import fbeta_score
 
 from foldwise.config import GateConfig, ThresholdConfig
+from foldwise.tasks.registry import Scored, judge
 
 VOCAB = ["clear", "haze", "road"]
 TRUTH = [{"clear"}, {"clear", "road"}, {"haze"}, {"haze", "road"}] * 5  # 20 gate samples

@@ -17,7 +17,7 @@ from fastai.vision.data import ImageBlock
 from PIL import Image
 
 from foldwise.config import StageConfig
-from foldwise.tasks import ingest as ingest_module
+from foldwise.tasks import image_checks as ingest_module
 from foldwise.tasks.batches import CachedBatches, batch_transforms
 from foldwise.tasks.cache import ImageCache, ImageStore, item_sizes
 from foldwise.tasks.images import to_item

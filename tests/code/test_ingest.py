@@ -3,11 +3,12 @@ import os
 import re
 
 import pytest
-from foldwise.db.models import DataPull, Label, RejectedRow, Sample, SampleLabel
-from foldwise.db.session import session_scope
-from foldwise.tasks.ingest import IngestError, ingest
 from sqlalchemy import func, select
 
+from foldwise.db.models import DataPull, Label, RejectedRow, Sample, SampleLabel
+from foldwise.db.session import session_scope
+from foldwise.tasks.ingest import ingest
+from foldwise.tasks.label_files import IngestError
 from tests.conftest import seed_config, seed_source, write_image
 
 

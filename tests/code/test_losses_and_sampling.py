@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from foldwise.tasks.batches import rarity_weights
 from foldwise.tasks.losses import MultiLabelLoss
 

@@ -5,8 +5,9 @@ import pickle
 
 import pytest
 import torch
-from foldwise.tasks.ensemble import UnsafeWeights, load_weights, warm_state
 from safetensors.torch import save_file
+
+from foldwise.tasks.ensemble import UnsafeWeights, load_weights, warm_state
 
 
 class RunsCode:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 
-from foldwise.tasks.retention import freed_by_removing, storage_use
-
 from foldwise.config import load_config
+from foldwise.tasks.retention import freed_by_removing, storage_use
 from foldwise.units import byte_size
 from tests.conftest import CONFIGS
 

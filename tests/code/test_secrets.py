@@ -54,9 +54,8 @@ def test_log_records_and_exceptions_are_masked(caplog):
 
 
 def test_a_deployment_refuses_a_credential_written_into_its_config():
-    from foldwise.flows.deployment import build_deployment
-
     from foldwise.config import ConfigError
+    from foldwise.flows.deployment import build_deployment
 
     literal = config(name="x", database_url="postgresql+psycopg://app:hunter22@db/foldwise")
     with pytest.raises(ConfigError, match=r"database_url hold\(s\) a credential.*\$\{env:NAME\}"):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from fastai.metrics import accuracy_multi
-from foldwise.tasks.evaluate import evaluate
-from foldwise.tasks.thresholds import CURVE_POINTS, baselines, best_cut, choose_thresholds, fit
 from sklearn.metrics import average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support
 
 from foldwise import metrics
 from foldwise.config import ThresholdConfig
+from foldwise.tasks.evaluate import evaluate
+from foldwise.tasks.thresholds import CURVE_POINTS, baselines, best_cut, choose_thresholds, fit
 
 METRICS = ["fbeta_samples", "fbeta_macro", "fbeta_micro"]
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.testing.utilities import prefect_test_harness
+from streamlit.testing.v1 import AppTest
+
+from foldwise.config import load_config
 from foldwise.db import registry, training
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.demo import deliver_drop
-from prefect.testing.utilities import prefect_test_harness
-from streamlit.testing.v1 import AppTest
-
-from foldwise.config import load_config
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from sqlalchemy import delete, select
+
+from foldwise.config import load_config
 from foldwise.db import registry, training
 from foldwise.db.models import (
     ClassMetric,
@@ -25,9 +28,6 @@ from foldwise.db.session import ensure_schema, session_scope, upgrade
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.ingest import ingest
 from foldwise.tasks.retention import storage_use
-from sqlalchemy import delete, select
-
-from foldwise.config import load_config
 from tests.conftest import CONFIGS, finished_run, tiny_demo_config
 from tests.dashboard.conftest import (
     FAILED_RUN,

@@ -12,9 +12,9 @@ from itertools import combinations
 from urllib.parse import quote
 
 import pytest
-from foldwise.dashboard import streamlit_command
 from selenium.webdriver.common.by import By
 
+from foldwise.dashboard import streamlit_command
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))

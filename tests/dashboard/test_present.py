@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+
 from foldwise.dashboard import present
 from foldwise.db import registry
 

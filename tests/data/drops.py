@@ -9,15 +9,15 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from sqlalchemy import func, select
+
+from foldwise.config import FoldwiseConfig
 from foldwise.db import models
 from foldwise.db.models import ACTIVE, DataPull, RejectedRow, Sample, SampleEvent
 from foldwise.db.session import session_scope
 from foldwise.tasks.demo import DIGIT_NAMES
 from foldwise.tasks.ingest import PullSummary, ingest
-from PIL import Image
-from sqlalchemy import func, select
-
-from foldwise.config import FoldwiseConfig
 from tests.conftest import tiny_demo_config
 
 HEADER = "image_name,tags\n"

@@ -30,7 +30,8 @@ from foldwise.db.session import get_engine, session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.images import read_image
-from foldwise.tasks.ingest import IngestError, PullSummary
+from foldwise.tasks.ingest import PullSummary
+from foldwise.tasks.label_files import IngestError
 from tests.conftest import ROOT
 from tests.data.drops import (
     HEADER,

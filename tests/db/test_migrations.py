@@ -3,6 +3,8 @@ import multiprocessing
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
 from foldwise.db.models import Base
 from foldwise.db.session import (
     SchemaError,
@@ -13,7 +15,6 @@ from foldwise.db.session import (
     head_revision,
     upgrade,
 )
-from sqlalchemy import inspect, text
 
 
 def test_upgrade_from_empty_creates_the_whole_schema(database_url):

@@ -2,14 +2,14 @@
 path relative to the run's working directory, the paths inside it relative to the file's folder."""
 
 import pytest
-from foldwise.db.models import Run
-from foldwise.db.session import session_scope
-from foldwise.flows.retrain import retrain
-from foldwise.tasks.demo import deliver_drop
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select
 
 from foldwise.config import ConfigError
+from foldwise.db.models import Run
+from foldwise.db.session import session_scope
+from foldwise.flows.retrain import retrain
+from foldwise.tasks.demo import deliver_drop
 from tests.conftest import tiny_demo_config
 
 pytestmark = pytest.mark.slow

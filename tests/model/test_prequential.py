@@ -9,6 +9,10 @@ import logging
 
 import numpy as np
 import pytest
+from prefect.testing.utilities import prefect_test_harness
+from sklearn.metrics import fbeta_score, precision_recall_fscore_support
+from sqlalchemy import func, select
+
 from foldwise.db import registry
 from foldwise.db.models import FoldResult, PrequentialScore, Run, RunMetric
 from foldwise.db.session import ensure_schema, session_scope
@@ -18,10 +22,6 @@ from foldwise.tasks.ensemble import load_model
 from foldwise.tasks.ingest import ingest
 from foldwise.tasks.predict import predict_images
 from foldwise.tasks.prequential import label_shift, score_new_samples
-from prefect.testing.utilities import prefect_test_harness
-from sklearn.metrics import fbeta_score, precision_recall_fscore_support
-from sqlalchemy import func, select
-
 from tests.code.webhook import receiving
 from tests.conftest import finished_run, tiny_demo_config
 

@@ -10,26 +10,26 @@ import warnings
 
 import numpy as np
 import pytest
-from foldwise.cli import app
-from foldwise.db import queries, registry
-from foldwise.db.models import Epoch, ModelDecision, Prediction, Run, RunMetric, Sample, TrainingLock
-from foldwise.db.session import session_scope
-from foldwise.flows.predict import predict_flow
-from foldwise.flows.retrain import retrain
-from foldwise.tasks import train as train_module
-from foldwise.tasks.cache import ImageCache
-from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.ensemble import cold_start_reason, load_model
-from foldwise.tasks.export import export_model
-from foldwise.tasks.predict import ensemble_probabilities, model_item_size, predict_images
 from prefect.testing.utilities import prefect_test_harness
 from safetensors.torch import load_file
 from sklearn.exceptions import UndefinedMetricWarning
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from foldwise.cli import app
 from foldwise.config import ThresholdConfig, load_config
+from foldwise.db import queries, registry
+from foldwise.db.models import Epoch, ModelDecision, Prediction, Run, RunMetric, Sample, TrainingLock
+from foldwise.db.session import session_scope
+from foldwise.flows.predict import predict_flow
+from foldwise.flows.retrain import retrain
 from foldwise.metrics import score
+from foldwise.tasks import train as train_module
+from foldwise.tasks.cache import ImageCache
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.ensemble import cold_start_reason, load_model
+from foldwise.tasks.export import export_model
+from foldwise.tasks.predict import ensemble_probabilities, model_item_size, predict_images
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow

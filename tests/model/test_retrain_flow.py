@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 import torch
 from fastai.data.core import DataLoaders
+from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy import func, select
+
+from foldwise.config import load_config
 from foldwise.db.models import ClassMetric, ClassThreshold, Epoch, FoldResult, Prediction, Run, RunMetric
 from foldwise.db.session import session_scope
 from foldwise.flows.retrain import retrain
@@ -17,10 +21,6 @@ from foldwise.tasks.batches import CachedBatches
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.report import build_report
 from foldwise.tasks.train import PretrainedWeightsUnavailable, build_learner
-from prefect.testing.utilities import prefect_test_harness
-from sqlalchemy import func, select
-
-from foldwise.config import load_config
 from tests.conftest import CONFIGS, TINY_TRAINING, tiny_demo_config
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import time
 import httpx
 import psutil
 import pytest
-from foldwise.tasks.demo import deliver_drop
 
+from foldwise.tasks.demo import deliver_drop
 from tests.code.test_cli_errors import foldwise_env, free_port
 from tests.conftest import CONFIGS, TINY_TRAINING
 

@@ -13,16 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+from prefect.settings import get_current_settings
+from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy import select
+
 from foldwise.db import registry
 from foldwise.db.models import FoldResult, ModelDecision, Run, TrainingLock
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.runs import claim_training, end_run, start_run
-from prefect.settings import get_current_settings
-from prefect.testing.utilities import prefect_test_harness
-from sqlalchemy import select
-
 from tests.conftest import CONFIGS, ROOT, TINY_TRAINING, tiny_demo_config
 
 pytestmark = pytest.mark.slow

@@ -10,13 +10,17 @@ import time
 from datetime import timedelta
 
 import pytest
+from prefect.settings import get_current_settings
+from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy import select, update
+
 from foldwise.db import training as training_store
 from foldwise.db.models import Epoch, Run, TrainingLock, utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks import ingest as ingest_module
 from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.ingest import IngestError
+from foldwise.tasks.label_files import IngestError
 from foldwise.tasks.runs import (
     Busy,
     claim_training,
@@ -26,10 +30,6 @@ from foldwise.tasks.runs import (
     start_run,
     training_lock,
 )
-from prefect.settings import get_current_settings
-from prefect.testing.utilities import prefect_test_harness
-from sqlalchemy import select, update
-
 from tests.conftest import CONFIGS, TINY_TRAINING, tiny_demo_config
 
 TINY = TINY_TRAINING

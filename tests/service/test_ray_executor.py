@@ -17,17 +17,24 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from foldwise.db.models import Epoch, FoldResult, Prediction, Run, RunMetric, TrainingLock
-from foldwise.db.session import session_scope
-from foldwise.flows.retrain import retrain
-from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.executors import FoldLost, fold_resources
-from foldwise.tasks.runs import TimedOut
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from foldwise.config import ConfigError
+from foldwise.db.models import Epoch, FoldResult, Prediction, Run, RunMetric, TrainingLock
+from foldwise.db.session import session_scope
+from foldwise.flows.retrain import retrain
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.ray_folds import FoldLost, fold_resources
+from foldwise.tasks.runs import TimedOut
 from tests.conftest import tiny_demo_config
 
 ray = pytest.importorskip("ray")
@@ -57,6 +64,21 @@ def oof_predictions(url: str, run_id: int) -> dict[int, list[float]]:
         return {row.sample_id: row.probabilities for row in rows}
 
 
+def fold_task_runs(url: str, run_id: int) -> dict[str, list[str]]:
+    """The sub-flows of the run's Prefect flow run, by flow name, with the names of their task runs."""
+    with session_scope(url) as session:
+        flow_run_id = session.get_one(Run, run_id).flow_run_id
+    with get_client(sync_client=True) as client:
+        children = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        subflows = {}
+        for child in client.read_flow_runs(flow_run_filter=children):
+            tasks = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[child.id]))
+            )
+            subflows[client.read_flow(child.flow_id).name] = sorted(task_run.name for task_run in tasks)
+    return subflows
+
+
 def lock_is_free(url: str) -> bool:
     with session_scope(url) as session:
         return session.scalar(select(TrainingLock)) is None
@@ -84,6 +106,9 @@ def test_folds_train_at_once_on_ray_with_the_local_executors_results(prefect_ser
         phases = session.get_one(Run, on_ray.run_id).phase_seconds
     assert {"fold 0 training", "fold 1 training", "fold 0 prediction", "fold 1 prediction"} <= set(phases)
     assert lock_is_free(database_url)
+    # Either way the folds are tasks of the run's `train-folds` sub-flow (on Ray, on its RayTaskRunner).
+    for run in (here, on_ray):
+        assert fold_task_runs(database_url, run.run_id) == {"train-folds": ["train-fold-0", "train-fold-1"]}
 
     # Same data, folds, seeds and thread count: the same models, so the same predictions and scores
     # to the last digit. (With the local run on 2 threads, probabilities differed by up to 1e-3.)

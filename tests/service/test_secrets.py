@@ -14,15 +14,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from foldwise.db.models import Run
-from foldwise.db.session import get_engine, session_scope
-from foldwise.tasks.demo import deliver_drop
 from prefect.blocks.system import Secret
 from prefect.settings import get_current_settings
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import inspect, select, text
 from streamlit.testing.v1 import AppTest
 
+from foldwise.db.models import Run
+from foldwise.db.session import get_engine, session_scope
+from foldwise.tasks.demo import deliver_drop
 from tests.conftest import CONFIGS, POSTGRES_ADMIN_URL, ROOT, TINY_TRAINING
 from tests.sources.standin import FileServer
 

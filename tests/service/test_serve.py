@@ -18,10 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from foldwise.db.models import ClassThreshold, Run
-from foldwise.db.session import session_scope
-from foldwise.flows.deployment import build_deployment
-from foldwise.tasks.demo import deliver_drop
 from prefect import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -35,6 +31,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import func, select
 
 from foldwise.config import load_config
+from foldwise.db.models import ClassThreshold, Run
+from foldwise.db.session import session_scope
+from foldwise.flows.deployment import build_deployment
+from foldwise.tasks.demo import deliver_drop
 from tests.conftest import CONFIGS, TINY_TRAINING
 
 pytestmark = pytest.mark.slow

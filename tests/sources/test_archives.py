@@ -9,9 +9,9 @@ import tarfile
 import zipfile
 
 import pytest
-from foldwise.tasks.archives import ArchiveBudget, CorruptArchive, Limits, UnsafeArchive, extract
 
 from foldwise.config import SourceConfig
+from foldwise.tasks.archives import ArchiveBudget, CorruptArchive, Limits, UnsafeArchive, extract
 from tests.sources.standin import planet_files, planet_zip, seven_zip_bytes, tar_bytes, zip_bytes
 
 

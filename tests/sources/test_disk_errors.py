@@ -14,9 +14,9 @@ import sys
 import zipfile
 
 import pytest
-from foldwise.tasks.sources import FetchSummary, fetch
 
 from foldwise.config import load_config
+from foldwise.tasks.sources import FetchSummary, fetch
 from tests.conftest import CONFIGS, ROOT
 from tests.sources.standin import planet_files, zip_bytes
 

@@ -10,16 +10,16 @@ import zipfile
 
 import py7zr
 import pytest
+from kagglesdk import kaggle_env
+from sqlalchemy import func, select, text
+
+from foldwise.config import load_config
 from foldwise.db.models import Run, Sample
 from foldwise.db.session import ensure_schema, get_engine, session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.archives import UnsafeArchive
 from foldwise.tasks.ingest import ingest
 from foldwise.tasks.sources import CREDENTIAL_HELP, FetchSummary, SourceError, fetch
-from kagglesdk import kaggle_env
-from sqlalchemy import func, select, text
-
-from foldwise.config import load_config
 from tests.conftest import CONFIGS
 from tests.sources.standin import KaggleStandIn, planet_zip
 

@@ -9,12 +9,12 @@ import tarfile
 import zipfile
 
 import pytest
+
+from foldwise.config import load_config
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.archives import CorruptArchive, UnsafeArchive
 from foldwise.tasks.ingest import ingest, is_transient
 from foldwise.tasks.sources import FetchSummary, SourceError, TransientSourceError, fetch, redact
-
-from foldwise.config import load_config
 from tests.conftest import CONFIGS
 from tests.sources.standin import FileServer, planet_files, planet_zip, seven_zip_bytes, tar_bytes, zip_bytes
 

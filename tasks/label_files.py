@@ -1,0 +1,306 @@
+"""Label files to rows: every label file read row by row into one usable row per id, and what could not
+be used, with its reason.
+
+A bad row is rejected with its reason, alone; a label file that cannot be read at all is rejected
+whole. When rows disagree about an id, `data.on_conflict` decides: the latest row wins (files in
+order of modification time, then name; rows in order), the first one does, or the id is rejected.
+
+Labels are normalised by one rule: surrounding white space is dropped, Unicode is NFC, and case does
+not matter: a label takes the spelling it was first known by (the vocabulary's, when one is set).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from foldwise.config import DataConfig, FoldwiseConfig, check_image_folder
+from foldwise.errors import FoldwiseError
+
+TRUE_VALUES = {"true", "1", "yes", "y", "t"}
+FALSE_VALUES = {"false", "0", "no", "n", "f"}
+MAX_KEY_LENGTH = 500  # the schema's limits, checked before the database sees a value
+MAX_LABEL_LENGTH = 200
+
+
+class IngestError(FoldwiseError, ValueError):
+    """No label file that can be read as configured; nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row (or, with line 0, a whole file) that cannot be used."""
+
+    file: str
+    line: int
+    key: str | None
+    reason: str
+    text: str = ""  # the row as read: with the file and the reason, what makes it the same rejection
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where} ({self.key or 'no id'}): {self.reason}"
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes two rejections the same: the file, the row as read and the reason."""
+        return hashlib.sha256(f"{self.file}\x1e{self.text}\x1e{self.reason}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LabeledRow:
+    """A row that parsed; its image is checked later."""
+
+    file: str
+    line: int
+    key: str
+    image_path: Path
+    labels: frozenset[str]
+    is_fixed_holdout: bool
+    text: str
+
+    def same_content(self, other: LabeledRow) -> bool:
+        """Whether two rows of an id agree (labels and holdout flag)."""
+        return (self.labels, self.is_fixed_holdout) == (other.labels, other.is_fixed_holdout)
+
+
+@dataclass
+class SourceRows:
+    """What the label files say: one usable row per id, and what could not be used."""
+
+    rows: dict[str, LabeledRow]
+    rejections: list[Rejection]
+    unusable: dict[str, str]  # ids that have rows, none of them usable: why
+    complete: bool  # every label file could be read (else nothing is retired)
+    n_rows: int
+
+
+class LabelSpelling:
+    """Label names matched without regard to case or surrounding space; each keeps the spelling it
+    was first known by."""
+
+    def __init__(self, known: Iterable[str]):
+        self.spelling: dict[str, str] = {}
+        for name in known:
+            self.spelling.setdefault(self.key(name), name)
+
+    @staticmethod
+    def key(name: str) -> str:
+        """What two spellings of one label share."""
+        return unicodedata.normalize("NFC", name.strip()).casefold()
+
+    def known(self, name: str) -> str | None:
+        """The spelling `name` is known by, or None."""
+        return self.spelling.get(self.key(name))
+
+    def canonical(self, name: str) -> str:
+        """The spelling `name` is known by; a new label keeps its own (NFC, stripped)."""
+        return self.spelling.setdefault(self.key(name), unicodedata.normalize("NFC", name.strip()))
+
+
+def has_control_characters(text: str, allowed: str = "") -> bool:
+    """Whether `text` holds a control character other than those in `allowed`."""
+    return any(unicodedata.category(char) == "Cc" and char not in allowed for char in text)
+
+
+def printable(text: str, limit: int) -> str:
+    """The start of a rejected id, control characters escaped: PostgreSQL refuses NUL in any text.
+    A valid id (short enough, no control character) stays as it is."""
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text[:limit])
+
+
+def parse_labels(cell: str, data: DataConfig, spelling: LabelSpelling) -> tuple[frozenset[str], str | None]:
+    """The label names of one cell, or the reason the cell is rejected."""
+    if "\n" in cell or "\r" in cell:
+        return frozenset(), "the labels cell spans several lines (a quoted line break)"
+    if has_control_characters(cell, allowed=data.label_delimiter):
+        return frozenset(), "the labels cell holds a control character (a NUL byte, say)"
+    # NFC before the length check: it can lengthen a name (U+0958 becomes two code points).
+    tokens = [unicodedata.normalize("NFC", token.strip()) for token in cell.split(data.label_delimiter)]
+    tokens = [token for token in tokens if token]
+    if data.label_names is not None:
+        unknown = [token for token in tokens if token not in data.label_names]
+        if unknown:
+            return frozenset(), f"unknown label id(s) {unknown} (not in data.label_names)"
+        tokens = [data.label_names[token] for token in tokens]
+    if data.vocabulary is not None:
+        unknown = [token for token in tokens if spelling.known(token) is None]
+        if unknown:
+            return frozenset(), f"unknown label(s) {unknown} (not in data.vocabulary)"
+    too_long = [token[:40] + "..." for token in tokens if len(token) > MAX_LABEL_LENGTH]
+    if too_long:
+        return frozenset(), f"label(s) longer than {MAX_LABEL_LENGTH} characters: {too_long}"
+    if not tokens and not data.allow_empty_labels:
+        return frozenset(), "no labels (set data.allow_empty_labels=true to accept such rows)"
+    return frozenset(spelling.canonical(token) for token in tokens), None
+
+
+def resolve_image_path(image_folder: Path, key: str, suffix: str) -> Path | None:
+    """The image file of an id, or None when the name would escape the image folder.
+
+    Checked on the normalised name (no file system calls: this runs for every row of every pull)."""
+    name = key + suffix
+    if os.path.isabs(name) or "\\" in name:
+        return None
+    folder = str(image_folder)
+    path = os.path.normpath(os.path.join(folder, name))
+    return Path(path) if path.startswith(folder + os.sep) else None
+
+
+def label_files(config: FoldwiseConfig) -> list[Path]:
+    """The label files, oldest first (modification time, then name): later rows are newer."""
+    files = [path for path in config.source.path.glob(config.data.label_files) if path.is_file()]
+    return sorted(files, key=lambda path: (path.stat().st_mtime_ns, path.name))
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """A label file's header and rows, as read."""
+
+    columns: dict[str, int]  # position of each configured column
+    width: int  # fields in the header
+    records: list[tuple[int, list[str]]]  # (line, fields) of each row after the header
+
+
+def read_label_file(path: Path, data: DataConfig) -> LabelFile:
+    """The rows of a label file, or IngestError when the file as a whole cannot be used."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise IngestError(
+            f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}): save it as UTF-8"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    records, line = [], 1
+    for fields in reader:
+        if fields:
+            records.append((line, [value.strip() for value in fields]))
+        line = reader.line_num + 1
+    if not records:
+        raise IngestError("empty: no header row")
+    header = records[0][1]
+    required = [data.id_column, data.label_column] + (
+        [data.fixed_split_column] if data.fixed_split_column else []
+    )
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise IngestError(
+            f"lacks the column(s) {missing}; it has {header[:10]}. "
+            "Set data.id_column, data.label_column or data.fixed_split_column to match the file"
+        )
+    return LabelFile({name: header.index(name) for name in required}, len(header), records[1:])
+
+
+def parse_record(
+    file: str,
+    line: int,
+    fields: list[str],
+    label_file: LabelFile,
+    config: FoldwiseConfig,
+    spelling: LabelSpelling,
+) -> LabeledRow | Rejection:
+    """One row of a label file as a usable row, or its rejection with the reason."""
+    data, columns = config.data, label_file.columns
+    text = "\x1f".join(fields)
+    if len(fields) != label_file.width:
+        has_id = len(fields) > columns[data.id_column]
+        key = printable(fields[columns[data.id_column]], MAX_KEY_LENGTH) if has_id else None
+        return Rejection(file, line, key, f"has {len(fields)} fields, the header {label_file.width}", text)
+    key = fields[columns[data.id_column]]
+    if not key:
+        return Rejection(file, line, None, "empty id", text)
+    if len(key) > MAX_KEY_LENGTH:
+        reason = f"the id has {len(key)} characters, more than {MAX_KEY_LENGTH}"
+        return Rejection(file, line, printable(key, 80) + "...", reason, text)
+    if has_control_characters(key):
+        return Rejection(
+            file, line, printable(key, 80), "the id holds a control character (a NUL byte, say)", text
+        )
+    image_path = resolve_image_path(config.image_folder().resolve(), key, data.image_suffix)
+    if image_path is None:
+        return Rejection(file, line, key, "image name escapes the image folder", text)
+    labels, problem = parse_labels(fields[columns[data.label_column]], data, spelling)
+    if problem:
+        return Rejection(file, line, key, problem, text)
+    holdout = False
+    if data.fixed_split_column:
+        flag = fields[columns[data.fixed_split_column]].lower()
+        if flag not in TRUE_VALUES | FALSE_VALUES:
+            return Rejection(file, line, key, f"{data.fixed_split_column}={flag!r} is not a boolean", text)
+        holdout = flag in TRUE_VALUES
+    return LabeledRow(file, line, key, image_path, labels, holdout, text)
+
+
+def settle_conflicts(rows_by_key: dict[str, list[LabeledRow]], policy: str) -> SourceRows:
+    """One row per id, by `data.on_conflict`; rows that repeat the winner are not conflicts."""
+    result = SourceRows({}, [], {}, True, 0)
+    for key, rows in rows_by_key.items():
+        winner = rows[-1] if policy == "latest" else rows[0]
+        disagreeing = [row for row in rows if not row.same_content(winner)]
+        if not disagreeing:
+            result.rows[key] = winner
+        elif policy == "reject":
+            places = ", ".join(f"{row.file}:{row.line}" for row in rows)
+            reason = f"rows disagree on its labels ({places}; data.on_conflict = 'reject')"
+            result.unusable[key] = reason
+            result.rejections += [Rejection(row.file, row.line, key, reason, row.text) for row in rows]
+        else:
+            result.rows[key] = winner
+            if policy == "first":
+                result.rejections += [
+                    Rejection(
+                        row.file,
+                        row.line,
+                        key,
+                        f"conflicts with {winner.file}:{winner.line}, which wins (data.on_conflict = 'first')",
+                        row.text,
+                    )
+                    for row in disagreeing
+                ]
+    return result
+
+
+def read_source(config: FoldwiseConfig, known_labels: Iterable[str] = ()) -> SourceRows:
+    """Every label file, row by row: one usable row per id, rejections with reasons."""
+    check_image_folder(config)
+    files = label_files(config)
+    if not files:
+        raise IngestError(
+            f"no label files match {config.data.label_files!r} in {config.source.path}; set data.label_files"
+        )
+    spelling = LabelSpelling(config.data.vocabulary if config.data.vocabulary is not None else known_labels)
+    rows_by_key: dict[str, list[LabeledRow]] = {}
+    rejections: list[Rejection] = []
+    unreadable: list[Rejection] = []
+    n_rows = 0
+    for path in files:
+        name = str(path.relative_to(config.source.path))
+        try:
+            label_file = read_label_file(path, config.data)
+        except IngestError as error:
+            unreadable.append(Rejection(name, 0, None, f"label file {name} cannot be used: {error}"))
+            continue
+        n_rows += len(label_file.records)
+        for line, fields in label_file.records:
+            item = parse_record(name, line, fields, label_file, config, spelling)
+            if isinstance(item, Rejection):
+                rejections.append(item)
+            else:
+                rows_by_key.setdefault(item.key, []).append(item)
+    if len(unreadable) == len(files):
+        raise IngestError("; ".join(rejection.reason for rejection in unreadable))
+    settled = settle_conflicts(rows_by_key, config.data.on_conflict)
+    rejected_keys = {r.key for r in rejections if r.key} - settled.rows.keys() - settled.unusable.keys()
+    for rejection in rejections:
+        if rejection.key in rejected_keys:
+            settled.unusable.setdefault(rejection.key, f"its row is rejected: {rejection.reason}")
+    settled.rejections = unreadable + rejections + settled.rejections
+    settled.complete = not unreadable
+    settled.n_rows = n_rows
+    return settled
