@@ -21,9 +21,9 @@ from foldwise.config import FoldwiseConfig, Section
 HEADER = """# Configuration reference
 
 <!-- Written by `python -m foldwise.config_reference docs/configuration.md` (`make docs`) from
-foldwise/config.py; edit the descriptions there, not here. -->
+foldwise/config/; edit the descriptions there, not here. -->
 
-One pydantic model, `FoldwiseConfig` in `foldwise/config.py`, is every setting: a TOML file, the
+One pydantic model, `FoldwiseConfig` in `foldwise/config/`, is every setting: a TOML file, the
 `--set section.key=value` overrides, the Prefect run form and the config recorded with each run are all
 this model. Unknown keys and wrong types are errors that name the key. Relative paths are relative to the
 config file's folder. The commented examples are in `configs/` (`demo.toml`, `planet.toml`, `hpa.toml`,

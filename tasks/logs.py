@@ -9,6 +9,7 @@ from prefect.logging import get_run_logger
 
 
 def get_logger(name: str) -> logging.Logger | logging.LoggerAdapter:
+    """The run's Prefect logger (its lines go to the Prefect UI), or the module's logger outside a run."""
     try:
         return get_run_logger()
     except MissingContextError:

@@ -58,7 +58,7 @@ def functions_a_flow_module_uses(module: ModuleType) -> Iterator[FunctionType]:
 
 def test_the_flows_are_found():
     names = {module.__name__ for module in flow_modules()}
-    assert names == {"foldwise.flows.retrain", "foldwise.flows.predict"}
+    assert names == {"foldwise.flows.retrain", "foldwise.flows.train_folds", "foldwise.flows.predict"}
 
 
 def test_every_function_a_flow_calls_has_a_docstring():

@@ -36,7 +36,8 @@ def test_the_wheel_installs_only_the_foldwise_package(tmp_path):
         "foldwise/tasks/train.py",
         "foldwise/db/session.py",
         "foldwise/dashboard/app.py",
-        "foldwise/config.py",
+        "foldwise/config/__init__.py",
+        "foldwise/config/training.py",
         "foldwise/db/migrations/env.py",
         "foldwise/db/migrations/versions/0001_labels_samples_pulls_folds_runs.py",
     ):
