@@ -5,7 +5,7 @@ applied with a single `grid_sample` from the presized item to the stage size (fa
 and pays a tensor-subclass dispatch on every operation; docs/benchmarks.md has the figures):
 - flips: horizontal with p=0.5 (`augment.flip`), or one of the 8 dihedral symmetries with p=0.5
   (`augment.flip_vert`);
-- rotation up to `augment.max_rotate` degrees and zoom up to 1.1x, each with p=0.75 (fastai's
+- rotation up to `augment.max_rotate` degrees and zoom up to a factor of 1.1, each with p=0.75 (fastai's
   p_affine and max_zoom defaults);
 - a random square crop of `augment.min_scale`..1 of the area (fastai's RandomResizedCropGPU with
   ratio 1; here drawn per image, where fastai draws one per batch);

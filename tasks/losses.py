@@ -1,5 +1,5 @@
 """Multi-label losses for `train.loss`: binary cross-entropy (the default), and two that weigh rare
-positives up against the many easy negatives, where a label is on 2 % of the images:
+positives up against the many easy negatives, where a label is on one image in fifty:
 
 - `focal`: focal loss (Lin et al., 2017), each term scaled by (1 - p_t)^2;
 - `asymmetric`: asymmetric loss (Ridnik et al., 2021): positives as in cross-entropy, negatives

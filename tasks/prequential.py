@@ -1,5 +1,5 @@
 """The prequential score: the champion predicts a pull's new labeled samples before any model trains on
-them, the honest measure of how the deployed model does in the field.
+them, the honest estimate of how the deployed model does in the field.
 
 Per pull: the configured metric (`thresholds.metric`) with the champion's own thresholds, per-class
 support, precision, recall, F1 and F-beta, and the label-frequency shift of the pull (each label's share

@@ -1,6 +1,7 @@
 """The docs fit the code: the configuration reference is the model's, the layout names every module, help
-texts carry no measurements, the README stays short and the site builds without a warning."""
+texts and docstrings carry no measurements, the README stays short and the site builds without a warning."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -57,6 +58,30 @@ def test_every_setting_says_what_it_does_without_a_measurement():
         key: field.description
         for key, field in settings(FoldwiseConfig.model_fields)
         if MEASUREMENT.search(field.description)
+    }
+    assert measured == {}, "move these figures to docs/benchmarks.md"
+
+
+def docstrings(folders: list[str]) -> list[tuple[str, str]]:
+    """(where, docstring) of every module, class and function in the code's folders."""
+    found = []
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                    text = ast.get_docstring(node)
+                    if text:
+                        found.append((f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 1)}", text))
+    return found
+
+
+def test_no_docstring_holds_a_measurement():
+    """Timings and scores go stale in docstrings: they belong in docs/benchmarks.md with their command."""
+    measured = {
+        where: MEASUREMENT.search(text).group(0)
+        for where, text in docstrings(["foldwise", "cli", "flows", "tasks", "db", "dashboard"])
+        if MEASUREMENT.search(text)
     }
     assert measured == {}, "move these figures to docs/benchmarks.md"
 
