@@ -73,7 +73,7 @@ def fill(url: str, n_runs: int) -> None:
                         "seed": 42,
                         "dataset_version": f"v{run_id}",
                         "n_samples": size,
-                        "n_holdout": 0,
+                        "n_gate_set": 0,
                         "warnings": [],
                     }
                 ],

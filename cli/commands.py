@@ -163,8 +163,8 @@ def run(
     line += f", {summary.gate} (trained: {summary.reason})" if summary.gate else f" ({summary.reason})"
     if summary.score_oof is not None:
         line += f", {metrics.oof_label(summary.metric)} {summary.score_oof:.4f}"
-    if summary.score_holdout is not None:
-        line += f", holdout {summary.score_holdout:.4f}"
+    if summary.score_gate_set is not None:
+        line += f", gate set {summary.score_gate_set:.4f}"
     if summary.seconds is not None:
         line += f", {summary.seconds:.0f}s"
     typer.echo(line)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from foldwise.db.models import FoldAssignment, FoldLabelCount, FoldSet
 from foldwise.db.samples import label_ids
 
-HOLDOUT = -1  # fold number of gate-set (holdout) samples: predicted by every fold, trained on by none
+GATE_SET = -1  # fold number of gate set samples: predicted by every fold, trained on by none
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class StoredFoldSet:
     n_folds: int
     seed: int
     dataset_version: str
-    folds: dict[int, int]  # sample id -> fold (HOLDOUT: gate set)
+    folds: dict[int, int]  # sample id -> fold (GATE_SET: in the gate set)
 
 
 def load_fold_set(*, session: Session, fold_set_id: int) -> StoredFoldSet:
@@ -60,7 +60,7 @@ def save_fold_set(
         parent_id=parent_id,
         dataset_version=dataset_version,
         n_samples=sum(1 for fold in assignment.values() if fold >= 0),
-        n_holdout=sum(1 for fold in assignment.values() if fold < 0),
+        n_gate_set=sum(1 for fold in assignment.values() if fold < 0),
         warnings=warnings,
     )
     session.add(fold_set)

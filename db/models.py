@@ -94,7 +94,7 @@ class Sample(Base):
     status: Mapped[str] = mapped_column(String(20), default=ACTIVE, server_default=ACTIVE, index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int] = mapped_column(default=1, server_default="1")  # +1 when its image or labels change
-    is_fixed_holdout: Mapped[bool] = mapped_column(default=False)
+    pinned_to_gate_set: Mapped[bool] = mapped_column(default=False)
     in_gate_set: Mapped[bool | None]  # sticky gate membership (gate.fraction); None: not decided yet
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     first_pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id"))
@@ -132,7 +132,7 @@ class FoldSet(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("fold_sets.id"))
     dataset_version: Mapped[str] = mapped_column(String(64))
     n_samples: Mapped[int]
-    n_holdout: Mapped[int]
+    n_gate_set: Mapped[int]
     warnings: Mapped[list[Any]] = mapped_column(default=list)
 
 
@@ -257,13 +257,13 @@ class FoldResult(Base):
 
 
 class Prediction(Base):
-    """Probabilities of one sample, in the order of the run's vocabulary: out-of-fold, or the holdout
+    """Probabilities of one sample, in the order of the run's vocabulary: out-of-fold, or on the gate set
     averaged over folds."""
 
     __tablename__ = "predictions"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
-    split: Mapped[str] = mapped_column(String(10))  # "oof" or "holdout"
+    split: Mapped[str] = mapped_column(String(10))  # "oof" or "gate_set"
     fold: Mapped[int]
     probabilities: Mapped[list[Any]]
 
@@ -294,9 +294,9 @@ class ClassMetric(Base):
 
 
 class RunMetric(Base):
-    """Overall metrics of a run's ensemble on one split ("oof", "holdout"). `score` is the configured
+    """Overall metrics of a run's ensemble on one split ("oof", "gate_set"). `score` is the configured
     metric's honest figure: cross-fitted out of fold (thresholds never scored on the predictions they
-    were fitted to), plain on the holdout; the baselines are what doing nothing scores there."""
+    were fitted to), plain on the gate set; the baselines are what doing nothing scores there."""
 
     __tablename__ = "run_metrics"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)

@@ -69,7 +69,7 @@ def class_results(*, session: Session, run_id: int, split: str = "oof") -> list[
 def runs_overview(*, session: Session) -> list[dict[str, Any]]:
     """Every run with its configured metric's scores (out of fold: cross-fitted; and on the gate set):
     the rows of the runs table and charts, and `foldwise models`."""
-    oof, holdout = aliased(RunMetric), aliased(RunMetric)
+    oof, gate_set = aliased(RunMetric), aliased(RunMetric)
     rows = session.execute(
         select(
             Run.id,
@@ -82,10 +82,10 @@ def runs_overview(*, session: Session) -> list[dict[str, Any]]:
             Run.beta,
             oof.metric,
             oof.score.label("score_oof"),
-            holdout.score.label("score_holdout"),
+            gate_set.score.label("score_gate_set"),
         )
         .outerjoin(oof, (oof.run_id == Run.id) & (oof.split == "oof"))
-        .outerjoin(holdout, (holdout.run_id == Run.id) & (holdout.split == "holdout"))
+        .outerjoin(gate_set, (gate_set.run_id == Run.id) & (gate_set.split == "gate_set"))
         .order_by(Run.id)
     )
     return [dict(row._mapping) for row in rows]
@@ -212,11 +212,11 @@ def inactive_samples(*, session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def holdout_probabilities(*, session: Session, run_id: int) -> dict[int, list[float]]:
-    """A run's recorded holdout (gate-set) probabilities by sample id."""
+def gate_set_probabilities(*, session: Session, run_id: int) -> dict[int, list[float]]:
+    """A run's recorded gate set probabilities by sample id."""
     rows = session.execute(
         select(Prediction.sample_id, Prediction.probabilities).where(
-            Prediction.run_id == run_id, Prediction.split == "holdout"
+            Prediction.run_id == run_id, Prediction.split == "gate_set"
         )
     )
     return dict(rows.tuples().all())

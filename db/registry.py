@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from foldwise.db.folds import HOLDOUT, load_fold_set
+from foldwise.db.folds import GATE_SET, load_fold_set
 from foldwise.db.models import FoldAssignment, ModelDecision, Run, Sample
 from foldwise.db.queries import runs_overview
 from foldwise.db.training import FAILED, SUCCEEDED
@@ -113,7 +113,7 @@ def lineage(*, session: Session, run_id: int) -> list[int]:
 
 
 def training_folds(*, session: Session, run_ids: list[int]) -> list[dict[int, int]]:
-    """For each run, the fold of every sample its fold set placed (HOLDOUT: not trained on)."""
+    """For each run, the fold of every sample its fold set placed (GATE_SET: not trained on)."""
     fold_sets = [session.get_one(Run, run_id).fold_set_id for run_id in run_ids]
     return [
         load_fold_set(session=session, fold_set_id=fold_set_id).folds
@@ -138,7 +138,7 @@ def trained_on(*, session: Session, sample_ids: list[int]) -> set[int]:
         found |= set(
             session.scalars(
                 select(FoldAssignment.sample_id)
-                .where(FoldAssignment.sample_id.in_(chunk), FoldAssignment.fold != HOLDOUT)
+                .where(FoldAssignment.sample_id.in_(chunk), FoldAssignment.fold != GATE_SET)
                 .distinct()
             )
         )

@@ -26,7 +26,7 @@ class StoredSample:
     content_hash: str
     file_size: int
     file_mtime_ns: int
-    is_fixed_holdout: bool
+    pinned_to_gate_set: bool
     status: str
     status_reason: str | None
     labels: frozenset[str]
@@ -74,7 +74,7 @@ def stored_samples(*, session: Session, active_only: bool = False) -> dict[str, 
         Sample.content_hash,
         Sample.file_size,
         Sample.file_mtime_ns,
-        Sample.is_fixed_holdout,
+        Sample.pinned_to_gate_set,
         Sample.status,
         Sample.status_reason,
     )
@@ -90,7 +90,9 @@ def dataset_version(samples: Iterable[StoredSample]) -> str:
     digest = hashlib.sha256()
     for sample in sorted((s for s in samples if s.active), key=lambda s: s.key):
         labels = " ".join(sorted(sample.labels))
-        digest.update(f"{sample.key}\t{sample.content_hash}\t{labels}\t{sample.is_fixed_holdout}\n".encode())
+        digest.update(
+            f"{sample.key}\t{sample.content_hash}\t{labels}\t{sample.pinned_to_gate_set}\n".encode()
+        )
     return digest.hexdigest()[:16]
 
 

@@ -125,8 +125,8 @@ run=$(sql -F ' ' -c "SELECT id, status FROM runs WHERE flow_run_id = '$flow_run_
 read -r run_id status <<<"$run"
 [[ $status == succeeded ]] || fail "run of flow run $flow_run_id: '${run:-none}', not succeeded"
 metrics=$(sql -c "SELECT count(*) FROM run_metrics WHERE run_id = $run_id
-    AND split IN ('oof', 'holdout') AND fbeta_samples BETWEEN 0 AND 1")
-[[ $metrics == 2 ]] || fail "run $run_id has $metrics of its 2 metric rows (oof, holdout)"
+    AND split IN ('oof', 'gate_set') AND fbeta_samples BETWEEN 0 AND 1")
+[[ $metrics == 2 ]] || fail "run $run_id has $metrics of its 2 metric rows (oof, gate set)"
 labels=$(sql -c "SELECT json_array_length(vocabulary::json) FROM runs WHERE id = $run_id")
 thresholds=$(sql -c "SELECT count(*) FROM class_thresholds WHERE run_id = $run_id
     AND threshold BETWEEN 0 AND 1 AND fbeta BETWEEN 0 AND 1")

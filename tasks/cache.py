@@ -1,5 +1,5 @@
 """The image cache: every validated image decoded once, kept pre-resized as uint8, shared by everything
-that reads pixels afterwards: every fold and stage, lr_find, out-of-fold and holdout prediction, the
+that reads pixels afterwards: every fold and stage, lr_find, out-of-fold and gate set prediction, the
 gate, TTA.
 
 Items are the presized squares the stages need (`to_item`: stage size x `augment.presize`, rounded

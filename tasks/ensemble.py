@@ -25,7 +25,7 @@ from sqlalchemy import select
 from foldwise.config import FoldwiseConfig, StageConfig
 from foldwise.db import queries, registry
 from foldwise.db import training as training_store
-from foldwise.db.folds import HOLDOUT, load_fold_set
+from foldwise.db.folds import GATE_SET, load_fold_set
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
 from foldwise.errors import FoldwiseError
@@ -220,14 +220,14 @@ def resolve_model(config: FoldwiseConfig, model: str) -> EnsembleModel:
 
 def warm_start_leaks(current: dict[int, int], ancestors: list[dict[int, int]]) -> dict[int, int]:
     """For each current fold, how many of its validation samples a model in the champion's lineage
-    trained on for that same fold (any other fold than theirs, the holdout aside)."""
+    trained on for that same fold (any other fold than theirs, the gate set aside)."""
     leaks: dict[int, int] = {}
     for sample_id, fold in current.items():
-        if fold == HOLDOUT:
+        if fold == GATE_SET:
             continue
         for folds in ancestors:
-            before = folds.get(sample_id, HOLDOUT)
-            if before not in (HOLDOUT, fold):
+            before = folds.get(sample_id, GATE_SET)
+            if before not in (GATE_SET, fold):
                 leaks[fold] = leaks.get(fold, 0) + 1
                 break
     return leaks

@@ -33,7 +33,7 @@ class FoldOutput:
 
     fold: int
     weights_path: Path
-    predictions_path: Path  # npz: sample ids and probabilities, out-of-fold and holdout
+    predictions_path: Path  # npz: sample ids and probabilities, out of fold and on the gate set
     n_train: int
     n_valid: int
     seconds: float
@@ -44,7 +44,7 @@ class FoldOutput:
 
 @dataclass
 class FoldImages:
-    """The samples a fold sees (its training, validation and holdout rows), with where their items
+    """The samples a fold sees (its training, validation and gate set rows), with where their items
     are in the image cache."""
 
     frame: pd.DataFrame  # sample_id, content_hash, labels, fold

@@ -11,14 +11,14 @@ from foldwise.config import FoldsConfig, FoldwiseConfig
 from foldwise.db import folds as fold_store
 from foldwise.db import registry
 from foldwise.db import samples as sample_store
-from foldwise.db.folds import HOLDOUT
+from foldwise.db.folds import GATE_SET
 from foldwise.db.session import session_scope
 from foldwise.tasks.logs import get_logger
 
 
 @dataclass
 class FoldPlan:
-    """Fold per sample (HOLDOUT for the fixed holdout), with what it was built from."""
+    """Fold per sample (GATE_SET for the gate set), with what it was built from."""
 
     sample_ids: list[int]
     folds: np.ndarray
@@ -29,13 +29,13 @@ class FoldPlan:
     warnings: list[str]
 
     def counts(self, n_folds: int) -> np.ndarray:
-        """Positives per fold (rows) and label (columns), holdout excluded."""
+        """Positives per fold (rows) and label (columns), gate set excluded."""
         return np.stack([self.label_matrix[self.folds == fold].sum(axis=0) for fold in range(n_folds)])
 
 
 def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold number per row; samples without labels still spread evenly (they are one 'combination')."""
-    folds = np.full(len(labels), HOLDOUT, dtype=int)
+    folds = np.full(len(labels), GATE_SET, dtype=int)
     if len(labels) < n_folds:
         raise ValueError(f"{len(labels)} samples cannot fill {n_folds} folds; lower folds.n_folds")
     # An extra "no label" column stratifies label-less samples instead of dumping them anywhere.
@@ -60,7 +60,7 @@ def continue_stratification(
     n_folds = len(old_sizes)
     wanted_labels = (old_counts.sum(axis=0) + labels.sum(axis=0)) / n_folds - old_counts
     wanted_sizes = (old_sizes.sum() + len(labels)) / n_folds - old_sizes
-    folds = np.full(len(labels), HOLDOUT, dtype=int)
+    folds = np.full(len(labels), GATE_SET, dtype=int)
     waiting = np.ones(len(labels), dtype=bool)
     while waiting.any():
         remaining = labels[waiting].sum(axis=0)
@@ -119,7 +119,7 @@ def refine_by_swaps(
 def plan_folds(
     sample_ids: list[int],
     label_sets: list[frozenset[str]],
-    holdout: list[bool],
+    in_gate_set: list[bool],
     settings: FoldsConfig,
     previous: fold_store.StoredFoldSet | None,
 ) -> FoldPlan:
@@ -128,9 +128,9 @@ def plan_folds(
     matrix = np.zeros((len(sample_ids), len(label_names)), dtype=np.int8)
     for row, labels in enumerate(label_sets):
         matrix[row, [column[name] for name in labels]] = 1
-    is_holdout = np.array(holdout, dtype=bool)
-    folds = np.full(len(sample_ids), HOLDOUT, dtype=int)
-    trainable = np.flatnonzero(~is_holdout)
+    gate_set = np.array(in_gate_set, dtype=bool)
+    folds = np.full(len(sample_ids), GATE_SET, dtype=int)
+    trainable = np.flatnonzero(~gate_set)
     warnings: list[str] = []
 
     strategy, parent_id = settings.strategy, None
@@ -146,9 +146,9 @@ def plan_folds(
 
     if strategy == "extend":
         parent_id = previous.id
-        kept = np.array([previous.folds.get(sample_ids[i], HOLDOUT) for i in trainable], dtype=int)
-        old, new = trainable[kept != HOLDOUT], trainable[kept == HOLDOUT]
-        folds[old] = kept[kept != HOLDOUT]
+        kept = np.array([previous.folds.get(sample_ids[i], GATE_SET) for i in trainable], dtype=int)
+        old, new = trainable[kept != GATE_SET], trainable[kept == GATE_SET]
+        folds[old] = kept[kept != GATE_SET]
         if len(new):
             old_counts = np.stack([matrix[old][folds[old] == f].sum(axis=0) for f in range(settings.n_folds)])
             old_sizes = np.bincount(folds[old], minlength=settings.n_folds)
@@ -189,7 +189,7 @@ def gate_set(config: FoldwiseConfig, samples: list[sample_store.StoredSample]) -
     a model that learnt it would be judged on it.
     """
     if config.data.fixed_split_column:
-        return [sample.is_fixed_holdout for sample in samples]
+        return [sample.pinned_to_gate_set for sample in samples]
     if config.gate.fraction == 0:
         return [False] * len(samples)
     url = config.resolved_database_url()
@@ -243,10 +243,10 @@ def build_folds(config: FoldwiseConfig, dataset_version: str) -> int:
         )
     sizes = np.bincount(plan.folds[plan.folds >= 0], minlength=config.folds.n_folds)
     log.info(
-        "fold set %d (%s): fold sizes %s, holdout %d",
+        "fold set %d (%s): fold sizes %s, gate set %d",
         fold_set_id,
         plan.strategy,
         sizes.tolist(),
-        int((plan.folds == HOLDOUT).sum()),
+        int((plan.folds == GATE_SET).sum()),
     )
     return fold_set_id

@@ -62,12 +62,12 @@ class LabeledRow:
     key: str
     image_path: Path
     labels: frozenset[str]
-    is_fixed_holdout: bool
+    pinned_to_gate_set: bool
     text: str
 
     def same_content(self, other: LabeledRow) -> bool:
-        """Whether two rows of an id agree (labels and holdout flag)."""
-        return (self.labels, self.is_fixed_holdout) == (other.labels, other.is_fixed_holdout)
+        """Whether two rows of an id agree (labels and gate set pin)."""
+        return (self.labels, self.pinned_to_gate_set) == (other.labels, other.pinned_to_gate_set)
 
 
 @dataclass
@@ -228,13 +228,13 @@ def parse_record(
     labels, problem = parse_labels(fields[columns[data.label_column]], data, spelling)
     if problem:
         return Rejection(file, line, key, problem, text)
-    holdout = False
+    pinned = False
     if data.fixed_split_column:
         flag = fields[columns[data.fixed_split_column]].lower()
         if flag not in TRUE_VALUES | FALSE_VALUES:
             return Rejection(file, line, key, f"{data.fixed_split_column}={flag!r} is not a boolean", text)
-        holdout = flag in TRUE_VALUES
-    return LabeledRow(file, line, key, image_path, labels, holdout, text)
+        pinned = flag in TRUE_VALUES
+    return LabeledRow(file, line, key, image_path, labels, pinned, text)
 
 
 def settle_conflicts(rows_by_key: dict[str, list[LabeledRow]], policy: str) -> SourceRows:

@@ -35,7 +35,7 @@ def as_stored(sample_id: int, values: dict, status: str, reason: str | None) -> 
     return sample_store.StoredSample(
         sample_id,
         **columns,
-        is_fixed_holdout=values["is_fixed_holdout"],
+        pinned_to_gate_set=values["pinned_to_gate_set"],
         status=status,
         status_reason=reason,
         labels=values["labels"],
@@ -50,8 +50,8 @@ def describe_change(before: sample_store.StoredSample, values: dict) -> str:
         parts.append(f"labels {old} -> {new}")
     if before.content_hash != values["content_hash"]:
         parts.append("image changed")
-    if before.is_fixed_holdout != values["is_fixed_holdout"]:
-        parts.append(f"holdout {before.is_fixed_holdout} -> {values['is_fixed_holdout']}")
+    if before.pinned_to_gate_set != values["pinned_to_gate_set"]:
+        parts.append(f"pinned to the gate set {before.pinned_to_gate_set} -> {values['pinned_to_gate_set']}")
     if before.image_path != values["image_path"]:
         parts.append("image path changed")
     return "; ".join(parts)
@@ -76,7 +76,7 @@ def reconcile(
         values = {
             "key": key,
             "image_path": str(row.image_path),
-            "is_fixed_holdout": row.is_fixed_holdout,
+            "pinned_to_gate_set": row.pinned_to_gate_set,
             "labels": row.labels,
         }
         if isinstance(image, str):  # quarantined until its file is fixed; retried at every pull

@@ -19,7 +19,7 @@ from foldwise.config import FoldwiseConfig, GateConfig, ThresholdConfig
 from foldwise.db import folds as fold_store
 from foldwise.db import queries, registry
 from foldwise.db import samples as sample_store
-from foldwise.db.folds import HOLDOUT
+from foldwise.db.folds import GATE_SET
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
 from foldwise.errors import FoldwiseError
@@ -137,20 +137,20 @@ def gate_samples(config: FoldwiseConfig, run_ids: list[int]) -> GateSamples:
         )
         samples = sample_store.stored_samples(session=session, active_only=True)
     members = sorted(
-        (s for s in samples.values() if latest is not None and latest.folds.get(s.id) == HOLDOUT),
+        (s for s in samples.values() if latest is not None and latest.folds.get(s.id) == GATE_SET),
         key=lambda s: s.id,
     )
-    unseen = [s for s in members if all(folds.get(s.id, HOLDOUT) == HOLDOUT for folds in trained_by)]
+    unseen = [s for s in members if all(folds.get(s.id, GATE_SET) == GATE_SET for folds in trained_by)]
     return GateSamples(unseen, len(members) - len(unseen))
 
 
 def predicted_by(
     config: FoldwiseConfig, model: EnsembleModel, samples: list[sample_store.StoredSample]
 ) -> np.ndarray:
-    """The model's probabilities for these samples: those its run recorded for its holdout when it
+    """The model's probabilities for these samples: those its run recorded for its gate set when it
     has them all (each is predicted once), else predicted now from the image cache."""
     with session_scope(config.resolved_database_url()) as session:
-        recorded = queries.holdout_probabilities(session=session, run_id=model.run_id)
+        recorded = queries.gate_set_probabilities(session=session, run_id=model.run_id)
     if samples and all(sample.id in recorded for sample in samples):
         return np.array([recorded[sample.id] for sample in samples], dtype=np.float32)
     size = model_item_size(model)

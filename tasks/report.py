@@ -67,10 +67,10 @@ def build_report(config: FoldwiseConfig, run_id: int) -> RunReport:
         before = {}
         if previous:
             previous_oof = queries.run_metric(session=session, run_id=previous.id, split="oof")
-            previous_holdout = queries.run_metric(session=session, run_id=previous.id, split="holdout")
+            previous_gate_set = queries.run_metric(session=session, run_id=previous.id, split="gate_set")
             before = {
                 "oof": previous_oof.score if previous_oof else None,
-                "holdout": previous_holdout.score if previous_holdout else None,
+                "gate_set": previous_gate_set.score if previous_gate_set else None,
                 "classes": {
                     row["label"]: row["fbeta"]
                     for row in queries.class_results(session=session, run_id=previous.id)
@@ -79,10 +79,10 @@ def build_report(config: FoldwiseConfig, run_id: int) -> RunReport:
         decision = registry.decision_for(session=session, run_id=run_id)
         if decision:
             lines += [f"**Champion gate:** {decision.reason}", ""]
-        holdout = queries.run_metric(session=session, run_id=run_id, split="holdout")
+        gate_set = queries.run_metric(session=session, run_id=run_id, split="gate_set")
         scores = {metrics.oof_label(metric): (oof.score, before.get("oof"))}
-        if holdout:
-            scores[f"holdout {metric}"] = (holdout.score, before.get("holdout"))
+        if gate_set:
+            scores[f"gate set {metric}"] = (gate_set.score, before.get("gate_set"))
         in_sample = f"OOF {metric}, in-sample: thresholds scored where fitted (optimistic)"
         scores[in_sample] = (oof.score_in_sample, None)
         scores["baseline: every label predicted"] = (oof.baseline_all, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from foldwise import metrics
 from foldwise.config import FoldwiseConfig, ThresholdConfig
 from foldwise.db import samples as sample_store
 from foldwise.db import training as training_store
-from foldwise.db.folds import HOLDOUT
+from foldwise.db.folds import GATE_SET
 from foldwise.db.session import session_scope
 from foldwise.tasks.ensemble import forget_unfinished_folds, write_model_record
 from foldwise.tasks.evaluate import Evaluation, evaluate
@@ -27,12 +28,23 @@ class EnsemblePredictions:
     oof_ids: np.ndarray
     oof_folds: np.ndarray
     oof: np.ndarray
-    holdout_ids: np.ndarray
-    holdout: np.ndarray  # mean of the folds' probabilities
+    gate_set_ids: np.ndarray
+    gate_set: np.ndarray  # mean of the folds' probabilities
+
+
+# Keys of the gate set in fold prediction files written before it had that name (reused folds keep them).
+KEYS_BEFORE_GATE_SET = {"holdout_ids": "gate_set_ids", "holdout": "gate_set"}
+
+
+def read_fold_predictions(path: Path) -> dict[str, np.ndarray]:
+    """A fold's prediction file, by today's key names whatever its age."""
+    with np.load(path) as stored:
+        return {KEYS_BEFORE_GATE_SET.get(key, key): stored[key] for key in stored.files}
 
 
 def gather(outputs: list[FoldOutput]) -> EnsemblePredictions:
-    files = [np.load(output.predictions_path) for output in sorted(outputs, key=lambda o: o.fold)]
+    outputs = sorted(outputs, key=lambda o: o.fold)
+    files = [read_fold_predictions(output.predictions_path) for output in outputs]
     vocab = files[0]["vocab"].tolist()
     return EnsemblePredictions(
         vocab=vocab,
@@ -42,8 +54,8 @@ def gather(outputs: list[FoldOutput]) -> EnsemblePredictions:
         ),
         # Rounded as they are stored: thresholds, metrics and the stored rows agree sample for sample.
         oof=np.concatenate([f["oof"] for f in files]).astype(np.float64).round(5),
-        holdout_ids=files[0]["holdout_ids"],
-        holdout=np.mean([f["holdout"] for f in files], axis=0).astype(np.float64).round(5),
+        gate_set_ids=files[0]["gate_set_ids"],
+        gate_set=np.mean([f["gate_set"] for f in files], axis=0).astype(np.float64).round(5),
     )
 
 
@@ -64,7 +76,7 @@ def split_scores(
     thresholds: Thresholds,
     settings: ThresholdConfig,
 ) -> dict[str, float | str | None]:
-    """The configured metric on a split: honest (cross-fitted out of fold; plain on the holdout, which
+    """The configured metric on a split: honest (cross-fitted out of fold; plain on the gate set, which
     no threshold saw), in-sample out of fold, and what doing nothing scores on the same samples."""
     baseline = baselines(truth, settings)
     honest = (
@@ -98,7 +110,7 @@ def record_results(
     evaluations: dict[str, tuple[Evaluation, float, dict]] = {}
     for split, ids, probabilities in (
         ("oof", ensemble.oof_ids, ensemble.oof),
-        ("holdout", ensemble.holdout_ids, ensemble.holdout),
+        ("gate_set", ensemble.gate_set_ids, ensemble.gate_set),
     ):
         if len(ids):
             truth = oof_truth if split == "oof" else truth_for(config, ids, ensemble.vocab)
@@ -114,8 +126,8 @@ def record_results(
         {"sample_id": int(i), "split": "oof", "fold": int(f), "probabilities": p.round(5).tolist()}
         for i, f, p in zip(ensemble.oof_ids, ensemble.oof_folds, ensemble.oof, strict=True)
     ] + [
-        {"sample_id": int(i), "split": "holdout", "fold": HOLDOUT, "probabilities": p.round(5).tolist()}
-        for i, p in zip(ensemble.holdout_ids, ensemble.holdout, strict=True)
+        {"sample_id": int(i), "split": "gate_set", "fold": GATE_SET, "probabilities": p.round(5).tolist()}
+        for i, p in zip(ensemble.gate_set_ids, ensemble.gate_set, strict=True)
     ]
     with session_scope(config.resolved_database_url()) as session:  # all of it, or none of it
         training_store.add_predictions(session=session, run_id=run_id, rows=prediction_rows)
@@ -167,12 +179,12 @@ def record_results(
             fallback.positives,
             settings.min_positives,
         )
-    holdout = evaluations.get("holdout")
+    gate_set = evaluations.get("gate_set")
     return RunSummary(
         run_id,
         training_store.SUCCEEDED,
         reason,
         oof["score"],
-        holdout[2]["score"] if holdout else None,
+        gate_set[2]["score"] if gate_set else None,
         metric=metrics.name(settings),
     )

@@ -71,7 +71,7 @@ class RunSummary:
     status: str
     reason: str
     score_oof: float | None = None  # the configured metric, cross-fitted out of fold
-    score_holdout: float | None = None
+    score_gate_set: float | None = None
     metric: str | None = None  # its name, e.g. "F2 (samples)"
     seconds: float | None = None
     gate: str | None = None  # the champion gate's decision, e.g. "promoted: the first model"

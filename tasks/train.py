@@ -1,7 +1,7 @@
 """Train one fold of the ensemble with fastai: stages of growing image size (progressive resizing).
 
 `train_fold` needs only its inputs (config, run id, fold set id, fold number) and writes its outputs
-under the data home (weights, out-of-fold and holdout probabilities), so that it can run in another
+under the data home (weights, out-of-fold and gate set probabilities), so that it can run in another
 process or host that shares the data home and the database. What a fold sees, its fingerprint, reuse
 and records: tasks/fold_records.py.
 """
@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from foldwise.config import ConfigError, FoldwiseConfig, StageConfig, ThresholdConfig, resolve_arch
 from foldwise.db import folds as fold_store
 from foldwise.db import training as training_store
-from foldwise.db.folds import HOLDOUT
+from foldwise.db.folds import GATE_SET
 from foldwise.db.models import utcnow
 from foldwise.db.session import session_scope, write_with_retries
 from foldwise.errors import FoldwiseError
@@ -337,8 +337,8 @@ def train_fold(
 
     device = choose_device(config.train.device)
     images = load_fold_images(config, fold_set)
-    trainable = images.subset((images.frame["fold"] != HOLDOUT).to_numpy())
-    holdout = images.subset((images.frame["fold"] == HOLDOUT).to_numpy())
+    trainable = images.subset((images.frame["fold"] != GATE_SET).to_numpy())
+    gate_set = images.subset((images.frame["fold"] == GATE_SET).to_numpy())
     valid = (trainable.frame["fold"] == fold).to_numpy()
     n_train = int((~valid).sum())
     if n_train < config.train.batch_size:
@@ -381,9 +381,9 @@ def train_fold(
         }
         with atomic_file(weights_path) as partial:
             save_file(state, str(partial))
-        # One pass over each set: its validation fold (out of fold) and the holdout (the gate set).
+        # One pass over each set: its validation fold (out of fold) and the gate set.
         size = stages[-1].size
-        oof, gate = trainable.subset(valid), holdout
+        oof, gate = trainable.subset(valid), gate_set
         loaders = [prediction_batches(part, size, config, device) for part in (oof, gate)]
         with (
             phase(config, run_id, f"fold {fold} prediction"),
@@ -395,8 +395,8 @@ def train_fold(
                 vocab=np.array(images.vocab),
                 oof_ids=oof.frame["sample_id"].to_numpy(),
                 oof=predict(learn, loaders[0], len(images.vocab)),
-                holdout_ids=gate.frame["sample_id"].to_numpy(),
-                holdout=predict(learn, loaders[1], len(images.vocab)),
+                gate_set_ids=gate.frame["sample_id"].to_numpy(),
+                gate_set=predict(learn, loaders[1], len(images.vocab)),
             )
     finally:
         # Free GPU memory before the next fold takes it.

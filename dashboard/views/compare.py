@@ -12,14 +12,14 @@ from foldwise.metrics import oof_label
 
 OVERALL = {  # (split, column) -> row name; {metric}: the runs' configured metric
     ("oof", "score"): oof_label("{metric}"),
-    ("holdout", "score"): "holdout {metric}",
+    ("gate_set", "score"): "gate set {metric}",
     ("oof", "score_in_sample"): "OOF {metric}, in-sample: thresholds scored where fitted (optimistic)",
     ("oof", "baseline_all"): "OOF baseline: every label predicted",
     ("oof", "baseline_prior"): "OOF baseline: most frequent labels predicted",
     ("oof", "fbeta_samples_global"): "OOF F-beta (samples), one global threshold, in-sample",
     ("oof", "f1_macro"): "OOF F1 (macro), in-sample",
     ("oof", "mean_average_precision"): "OOF mean average precision",
-    ("holdout", "mean_average_precision"): "holdout mean average precision",
+    ("gate_set", "mean_average_precision"): "gate set mean average precision",
 }
 
 

@@ -39,7 +39,7 @@ def champion_card(runs: pd.DataFrame, decisions: list[dict], champion_id: int | 
 
 
 def scores_figure(runs: pd.DataFrame, champion_id: int | None) -> go.Figure:
-    """OOF (cross-fitted) and holdout (gate set) scores of every successful run; markers coloured by the
+    """OOF (cross-fitted) and gate set scores of every successful run; markers coloured by the
     gate outcome."""
     scored = runs[runs["status"] == "succeeded"]
     name = data.newest_metric_name(runs)
@@ -57,12 +57,12 @@ def scores_figure(runs: pd.DataFrame, champion_id: int | None) -> go.Figure:
     )
     figure.add_scatter(
         x=scored["id"],
-        y=scored["score_holdout"],
+        y=scored["score_gate_set"],
         mode="lines+markers",
-        name="holdout (gate set)",
+        name="gate set",
         line={"color": charts.PALETTE[1], "dash": "dash"},
         text=hover,
-        hovertemplate="%{text}<br>holdout %{y:.4f}<extra></extra>",
+        hovertemplate="%{text}<br>gate set %{y:.4f}<extra></extra>",
     )
     for outcome, rows in scored.groupby("outcome"):
         figure.add_scatter(

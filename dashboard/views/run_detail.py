@@ -1,4 +1,4 @@
-"""One run: its outcome and progress, learning curves, per-class results (out of fold and holdout),
+"""One run: its outcome and progress, learning curves, per-class results (out of fold and on the gate set),
 diagnostics of a class, folds, change against the champion, and where it came from."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from foldwise.dashboard.views.common import badges, choose_run, flow_run_text, l
 from foldwise.db.models import utcnow
 
 
-def class_table(oof: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
-    """Per class: threshold, then OOF and holdout metrics side by side (holdout blank without a gate set)."""
+def class_table(oof: pd.DataFrame, gate_set: pd.DataFrame) -> pd.DataFrame:
+    """Per class: threshold, then OOF and gate set metrics side by side (gate set columns blank without one)."""
     columns = [
         "label",
         "threshold",
@@ -27,13 +27,13 @@ def class_table(oof: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
     table = oof[columns]
     if (table["per_class_threshold"].isna() | (table["per_class_threshold"] == table["threshold"])).all():
         table = table.drop(columns="per_class_threshold")  # the per-class thresholds are the ones in use
-    if holdout.empty:
-        holdout = pd.DataFrame(columns=["label", "fbeta", "precision", "recall", "support"])
+    if gate_set.empty:
+        gate_set = pd.DataFrame(columns=["label", "fbeta", "precision", "recall", "support"])
     return table.merge(
-        holdout[["label", "fbeta", "precision", "recall", "support"]],
+        gate_set[["label", "fbeta", "precision", "recall", "support"]],
         on="label",
         how="left",
-        suffixes=("", "_holdout"),
+        suffixes=("", "_gate_set"),
     )
 
 
@@ -160,7 +160,7 @@ def render(url: str) -> None:
         help="cross-fitted: thresholds never scored on the predictions they were fitted to",
     )
     cols[1].metric(
-        f"Holdout {metric}", present.score(row["score_holdout"]), help="on the gate set, never trained on"
+        f"Gate set {metric}", present.score(row["score_gate_set"]), help="on the gate set, never trained on"
     )
     cols[2].metric(
         "Samples", present.MISSING if pd.isna(row["dataset_size"]) else f"{row['dataset_size']:.0f}"
@@ -187,13 +187,13 @@ def render(url: str) -> None:
     if classes.empty:
         st.info(f"Run {run_id} has no per-class results ({row['outcome']}).")
     else:
-        holdout = data.class_results(url, run_id, "holdout")
+        gate_set = data.class_results(url, run_id, "gate_set")
         st.subheader("Per class")
         if run["threshold_reason"]:
             st.caption(f"Thresholds ({run['threshold_strategy']}): {run['threshold_reason']}")
-        table = class_table(classes, holdout)
-        scores = table.set_index("label")[["fbeta", "fbeta_holdout"]]
-        scores.columns = ["out of fold", "holdout"]
+        table = class_table(classes, gate_set)
+        scores = table.set_index("label")[["fbeta", "fbeta_gate_set"]]
+        scores.columns = ["out of fold", "gate set"]
         st.plotly_chart(
             charts.grouped_bars(scores, f"{beta} per class at its threshold", beta),
             key="class_bars",
@@ -213,10 +213,10 @@ def render(url: str) -> None:
                 "precision": st.column_config.NumberColumn("OOF precision (in-sample)", **score_format),
                 "recall": st.column_config.NumberColumn("OOF recall (in-sample)", **score_format),
                 "support": st.column_config.NumberColumn("OOF support", format="%d"),
-                "fbeta_holdout": st.column_config.NumberColumn(f"holdout {beta}", **score_format),
-                "precision_holdout": st.column_config.NumberColumn("holdout precision", **score_format),
-                "recall_holdout": st.column_config.NumberColumn("holdout recall", **score_format),
-                "support_holdout": st.column_config.NumberColumn("holdout support", format="%d"),
+                "fbeta_gate_set": st.column_config.NumberColumn(f"gate set {beta}", **score_format),
+                "precision_gate_set": st.column_config.NumberColumn("gate set precision", **score_format),
+                "recall_gate_set": st.column_config.NumberColumn("gate set recall", **score_format),
+                "support_gate_set": st.column_config.NumberColumn("gate set support", format="%d"),
             },
             key="thresholds_table",
         )

@@ -15,7 +15,7 @@ COLUMNS = [
     "duration",
     "dataset_size",
     "score_oof",
-    "score_holdout",
+    "score_gate_set",
     "decision",
     "reason",
 ]
@@ -62,7 +62,7 @@ def render(url: str) -> None:
             "duration": st.column_config.TextColumn("duration"),
             "dataset_size": st.column_config.NumberColumn("samples", format="%d"),
             "score_oof": st.column_config.NumberColumn(metrics.oof_label(metric), format="%.4f"),
-            "score_holdout": st.column_config.NumberColumn(f"holdout {metric}", format="%.4f"),
+            "score_gate_set": st.column_config.NumberColumn(f"gate set {metric}", format="%.4f"),
             "decision": st.column_config.TextColumn("gate decision", width="large"),
             "reason": st.column_config.TextColumn("why it ran (or did not)", width="large"),
         },

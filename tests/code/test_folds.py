@@ -7,7 +7,7 @@ from foldwise.db.folds import StoredFoldSet, load_fold_set
 from foldwise.db.models import FoldLabelCount, FoldSet, Label
 from foldwise.db.session import session_scope
 from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.folds import HOLDOUT, build_folds, plan_folds
+from foldwise.tasks.folds import GATE_SET, build_folds, plan_folds
 from foldwise.tasks.ingest import ingest
 from tests.conftest import CONFIGS
 
@@ -20,7 +20,7 @@ def random_labels(rng, n, n_labels=12):
 
 def assert_within_one_of_ideal(plan, n_folds):
     counts = plan.counts(n_folds)
-    totals = plan.label_matrix[plan.folds != HOLDOUT].sum(axis=0)
+    totals = plan.label_matrix[plan.folds != GATE_SET].sum(axis=0)
     for column, total in enumerate(totals):
         if total >= n_folds:
             assert np.abs(counts[:, column] - total / n_folds).max() <= 1 + 1e-9, plan.label_names[column]
@@ -82,12 +82,12 @@ def test_extend_rebuilds_when_fold_count_changes():
     assert "n_folds/seed changed from 3/42 to 5/42" in plan.warnings[0]
 
 
-def test_holdout_is_never_in_a_fold_and_rare_labels_are_named():
+def test_gate_set_is_never_in_a_fold_and_rare_labels_are_named():
     labels = [frozenset({"common"})] * 30 + [frozenset({"common", "rare"})] * 2
-    holdout = [i % 4 == 0 for i in range(32)]
-    plan = plan_folds(list(range(32)), labels, holdout, FoldsConfig(n_folds=3, strategy="rebuild"), None)
-    assert (plan.folds[np.array(holdout)] == HOLDOUT).all()
-    assert (plan.folds[~np.array(holdout)] >= 0).all()
+    in_gate_set = [i % 4 == 0 for i in range(32)]
+    plan = plan_folds(list(range(32)), labels, in_gate_set, FoldsConfig(n_folds=3, strategy="rebuild"), None)
+    assert (plan.folds[np.array(in_gate_set)] == GATE_SET).all()
+    assert (plan.folds[~np.array(in_gate_set)] >= 0).all()
     assert any("rare (" in warning for warning in plan.warnings)
     assert not any("common (" in warning for warning in plan.warnings)
 

@@ -56,8 +56,8 @@ def test_pascal_format_honours_is_valid(tmp_path, database_url):
     summary = ingest(seed_config("pascal", tmp_path, database_url))
     assert summary.n_added == 5
     with session_scope(database_url) as session:
-        holdout = dict(session.execute(select(Sample.key, Sample.is_fixed_holdout)).all())
-    assert holdout == {
+        pinned = dict(session.execute(select(Sample.key, Sample.pinned_to_gate_set)).all())
+    assert pinned == {
         "000005.jpg": True,
         "000007.jpg": True,
         "000009.jpg": True,

@@ -128,7 +128,7 @@ def test_overview_explains_the_champion(monkeypatch, filled_database):
     assert metrics[f"Last run: run {last.id}"] == "skipped" and last.reason in app.caption.values
     series = {trace["name"]: trace for trace in chart(app, "fbeta_over_time")["data"]}
     assert series["out of fold (cross-fitted)"]["y"] == pytest.approx([scores[1, "oof"], scores[2, "oof"]])
-    assert series["holdout (gate set)"]["y"] == pytest.approx([scores[1, "holdout"], scores[2, "holdout"]])
+    assert series["gate set"]["y"] == pytest.approx([scores[1, "gate_set"], scores[2, "gate_set"]])
     assert series[f"champion (run {champion})"]["x"] == [champion]
     assert chart(app, "fbeta_over_time")["layout"]["yaxis"]["range"] == [-0.02, 1.02]
     decisions = table(app, "why")
@@ -277,13 +277,13 @@ def test_run_detail_matches_the_database(monkeypatch, filled_database):
     values = {m.label: m.value for m in app.metric}
     assert values["OOF F2 (samples), cross-fitted"] == f"{oof:.4f}" and values["Samples"] == "52"
 
-    classes = table(app, "fbeta_holdout")
+    classes = table(app, "fbeta_gate_set")
     assert dict(zip(classes["label"], classes["threshold"], strict=True)) == pytest.approx(
         {label: t.threshold for label, t in thresholds.items()}
     )
-    holdout = {label: m.fbeta for (split, label), m in metrics.items() if split == "holdout"}
-    shown = dict(zip(classes["label"], classes["fbeta_holdout"], strict=True))
-    assert holdout and {label: shown[label] for label in holdout} == pytest.approx(holdout)
+    gate_set = {label: m.fbeta for (split, label), m in metrics.items() if split == "gate_set"}
+    shown = dict(zip(classes["label"], classes["fbeta_gate_set"], strict=True))
+    assert gate_set and {label: shown[label] for label in gate_set} == pytest.approx(gate_set)
     assert chart(app, "class_bars")["layout"]["yaxis"]["range"] == [-0.02, 1.02]
 
     # One class: its precision-recall point at the threshold (scikit-learn in the dashboard) is what the

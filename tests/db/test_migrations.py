@@ -67,9 +67,51 @@ def test_upgrade_keeps_the_rows_of_an_older_schema(database_url):
             )
     upgrade(database_url)
     with get_engine(database_url).connect() as connection:
-        assert connection.execute(text("SELECT key, status, version FROM samples")).all() == [("a", "active", 1)]
+        assert connection.execute(text("SELECT key, status, version FROM samples")).all() == [
+            ("a", "active", 1)
+        ]
         fingerprints = connection.execute(text("SELECT fingerprint FROM rejected_rows ORDER BY id")).scalars()
         assert len(set(fingerprints)) == 2
+
+
+GATE_SET_ROWS_AT_0010 = (
+    "INSERT INTO data_pulls (id, started_at, source, n_rows, n_added, n_updated, n_unchanged, n_rejected,"
+    " dataset_version, dataset_size) VALUES (1, '2026-01-01', 's', 1, 1, 0, 0, 0, 'v', 1)",
+    "INSERT INTO samples (id, key, image_path, content_hash, file_size, file_mtime_ns, is_fixed_holdout,"
+    " first_seen, first_pull_id, updated_pull_id) VALUES (1, 'a', 'a.png', 'h', 1, 1, true, '2026-01-01', 1, 1)",
+    "INSERT INTO fold_sets (id, created_at, strategy, n_folds, seed, dataset_version, n_samples, n_holdout,"
+    " warnings) VALUES (1, '2026-01-01', 'rebuild', 2, 0, 'v', 0, 1, '[]')",
+    "INSERT INTO runs (id, started_at, status, config, seed, package_versions)"
+    " VALUES (1, '2026-01-01', 'succeeded', '{}', 0, '{}')",
+    "INSERT INTO predictions (run_id, sample_id, split, fold, probabilities) VALUES (1, 1, 'holdout', -1, '[0.5]')",
+    "INSERT INTO class_metrics (run_id, split, label, support, precision, recall, f1, fbeta)"
+    " VALUES (1, 'holdout', 'cat', 1, 1, 1, 1, 1), (1, 'oof', 'cat', 1, 1, 1, 1, 1)",
+    "INSERT INTO run_metrics (run_id, split, n_samples, fbeta_samples, fbeta_samples_global, f1_macro,"
+    " accuracy_multi) VALUES (1, 'holdout', 1, 1, 1, 1, 1)",
+)
+GATE_SET_ROWS_READ_BACK = (
+    "SELECT (SELECT {pinned} FROM samples), (SELECT {count} FROM fold_sets),"
+    " (SELECT split FROM predictions), (SELECT split FROM run_metrics),"
+    " (SELECT COUNT(*) FROM class_metrics WHERE split = '{split}')"
+)
+
+
+def test_the_gate_set_keeps_its_rows_under_its_new_names_and_back(database_url):
+    """0011 renames "holdout" to "gate set": rows written before read back under the new names."""
+    upgrade(database_url, "0010")
+    with get_engine(database_url).begin() as connection:
+        for statement in GATE_SET_ROWS_AT_0010:
+            connection.execute(text(statement))
+    upgrade(database_url, "0011")
+    renamed = GATE_SET_ROWS_READ_BACK.format(
+        pinned="pinned_to_gate_set", count="n_gate_set", split="gate_set"
+    )
+    with get_engine(database_url).connect() as connection:
+        assert tuple(connection.execute(text(renamed)).one()) == (True, 1, "gate_set", "gate_set", 1)
+    downgrade(database_url, "0010")
+    restored = GATE_SET_ROWS_READ_BACK.format(pinned="is_fixed_holdout", count="n_holdout", split="holdout")
+    with get_engine(database_url).connect() as connection:
+        assert tuple(connection.execute(text(restored)).one()) == (True, 1, "holdout", "holdout", 1)
 
 
 def test_ensure_schema_creates_a_new_database_and_refuses_an_old_one(database_url):

@@ -78,7 +78,7 @@ def test_gate_decisions_manual_promote_and_rollback(tmp_path):
         stored = {
             p.sample_id: p.probabilities
             for p in session.scalars(
-                select(Prediction).where(Prediction.run_id == second.run_id, Prediction.split == "holdout")
+                select(Prediction).where(Prediction.run_id == second.run_id, Prediction.split == "gate_set")
             )
         }
     assert gate_first < gate_now and 3 <= len(gate_now - gate_first) <= 5  # sticky; ~20% of the new drop
@@ -87,7 +87,7 @@ def test_gate_decisions_manual_promote_and_rollback(tmp_path):
         gate_now
     )
 
-    # The gate's numbers, recomputed from what the run stored: its holdout predictions are the gate
+    # The gate's numbers, recomputed from what the run stored: its gate set predictions are the gate
     # set's, and the inference path that scored it reproduces them.
     model = load_model(config, second.run_id)
     ids = sorted(gate_now)
@@ -231,7 +231,7 @@ def test_a_warm_start_whose_stages_end_at_another_size_is_used_at_the_size_it_tr
     with session_scope(warm.resolved_database_url()) as session:
         run = session.get_one(Run, second.run_id)
         assert run.warm_start_from == first.run_id
-        stored = queries.holdout_probabilities(session=session, run_id=second.run_id)
+        stored = queries.gate_set_probabilities(session=session, run_id=second.run_id)
         hashes = {i: session.get(Sample, i).content_hash for i in stored}
     record = json.loads((tmp_path / "runs" / str(second.run_id) / "model.json").read_text())
     assert record["image_size"] == 24 and record["warm_start_from"] == first.run_id

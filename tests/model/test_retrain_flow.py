@@ -114,12 +114,12 @@ def test_train_skip_and_retrain_on_new_data(tmp_path, database_url, monkeypatch)
     assert "12 added" in report.markdown and [row["label"] for row in report.class_table] == vocabulary
 
 
-def test_holdout_is_never_trained_on_and_predicted_by_every_fold(tmp_path, database_url, monkeypatch):
-    config = tiny_config(tmp_path, database_url, "data.fixed_split_column=holdout")
+def test_gate_set_is_never_trained_on_and_predicted_by_every_fold(tmp_path, database_url, monkeypatch):
+    config = tiny_config(tmp_path, database_url, "data.fixed_split_column=is_valid")
     drop = deliver_drop(config.source.path, n_images=40)
     lines = drop.label_file.read_text().splitlines()
     drop.label_file.write_text(
-        "\n".join([lines[0] + ",holdout"] + [f"{line},{i % 4 == 0}" for i, line in enumerate(lines[1:])])
+        "\n".join([lines[0] + ",is_valid"] + [f"{line},{i % 4 == 0}" for i, line in enumerate(lines[1:])])
     )
     trained_on = []
     original = train_module.stage_loaders
@@ -130,15 +130,15 @@ def test_holdout_is_never_trained_on_and_predicted_by_every_fold(tmp_path, datab
 
     monkeypatch.setattr(train_module, "stage_loaders", spying_stage_loaders)
     summary = retrain(config)
-    assert summary.score_holdout is not None
+    assert summary.score_gate_set is not None
     with session_scope(database_url) as session:
         from foldwise.db.models import Sample
 
-        holdout_ids = set(session.scalars(select(Sample.id).where(Sample.is_fixed_holdout)))
-        predicted = set(session.scalars(select(Prediction.sample_id).where(Prediction.split == "holdout")))
-        metric = session.scalar(select(RunMetric).where(RunMetric.split == "holdout"))
-    assert len(holdout_ids) == 10 and predicted == holdout_ids and metric.n_samples == 10
-    assert trained_on and all(not (ids & holdout_ids) for ids in trained_on)
+        gate_set_ids = set(session.scalars(select(Sample.id).where(Sample.pinned_to_gate_set)))
+        predicted = set(session.scalars(select(Prediction.sample_id).where(Prediction.split == "gate_set")))
+        metric = session.scalar(select(RunMetric).where(RunMetric.split == "gate_set"))
+    assert len(gate_set_ids) == 10 and predicted == gate_set_ids and metric.n_samples == 10
+    assert trained_on and all(not (ids & gate_set_ids) for ids in trained_on)
 
 
 def test_failed_run_is_recorded_with_the_error(tmp_path, database_url):
