@@ -8,7 +8,11 @@ prediction and the gate alike.
   (decompression bombs).
 - Only a regular file is read: a named pipe would block for ever, a device might never end.
 - JPEGs are decoded by libjpeg-turbo through simplejpeg when it is installed, scaled down while they
-  are decoded when only a smaller size is needed (`min_size`) rather than decoded whole then resized. Anything it does not take (CMYK, a damaged file) goes to PIL, which decides.
+  are decoded when only a smaller size is needed (`min_size`) rather than decoded whole then resized.
+  Anything it does not take (CMYK, a damaged file) goes to PIL, which decides.
+- Every image is turned upright by its EXIF orientation (as `ImageOps.exif_transpose`), and converted
+  to sRGB when it embeds another ICC profile. simplejpeg reads neither: PIL reads them from the
+  header (without decoding), and the decoded pixels are turned and converted afterwards.
 - `to_item` makes the item every model sees (presizing): the centred square, resized with PIL's
   bilinear filter, as fastai's `Resize` does.
 - A problem is an `UnreadableImage` whose message names the file.
