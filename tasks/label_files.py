@@ -209,17 +209,19 @@ def read_label_file(path: Path, data: DataConfig) -> LabelFile:
     """The rows of a label file, IngestError when the file as a whole cannot be used, StillArriving
     when its last line is cut short."""
     content = path.read_bytes()
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        # Cut inside a character, a file being written is not UTF-8 yet: only its end says so.
+        if error.reason != "unexpected end of data":
+            raise IngestError(
+                f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}): save it as UTF-8"
+            ) from None
     if content and not content.endswith((b"\n", b"\r")):
         raise StillArriving(
             "its last line has no line break, as when the file is still being written: it is read "
             "once it ends with one"
         )
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise IngestError(
-            f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}): save it as UTF-8"
-        ) from None
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     records, line = [], 1
     for fields in reader:
