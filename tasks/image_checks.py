@@ -21,7 +21,7 @@ from foldwise.db import samples as sample_store
 from foldwise.db.models import QUARANTINED
 from foldwise.tasks.cache import ImageCache, decode_size, make_items
 from foldwise.tasks.images import UnreadableImage, decode_image, parallel_map, read_image_file
-from foldwise.tasks.label_files import LabeledRow, SourceRows
+from foldwise.tasks.label_files import LabeledRow, SourceRows, settle_window
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def inspect_images(
         source_root=config.source.path.resolve(),
         max_pixels=config.data.max_image_pixels,
         sizes=cache.sizes,
-        settle_seconds=config.data.settle_seconds,
+        settle_seconds=settle_window(config),
     )
     facts, batch, n_decoded = [], {}, 0
     for fact, items in parallel_map(inspect, checks):

@@ -173,6 +173,12 @@ def label_files(config: FoldwiseConfig) -> list[Path]:
     return sorted(files, key=lambda path: (path.stat().st_mtime_ns, path.name))
 
 
+def settle_window(config: FoldwiseConfig) -> float:
+    """How long a file must stay unchanged to be read whole: `data.settle_seconds` for a local source;
+    nothing for a download, which Foldwise itself moves into the source folder whole."""
+    return config.data.settle_seconds if config.source.kind == "local" else 0.0
+
+
 def settled_files(files: list[Path], seconds: float) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The files unchanged for `seconds`, and those that are not, with why. A pull waits (once, at
     most `seconds`) for the files that changed just now; those that change again meanwhile are still
@@ -323,7 +329,7 @@ def read_source(config: FoldwiseConfig, known_labels: Iterable[str] = ()) -> Sou
     rows_by_key: dict[str, list[LabeledRow]] = {}
     rejections: list[Rejection] = []
     unreadable: list[Rejection] = []
-    ready, unsettled = settled_files(files, config.data.settle_seconds)
+    ready, unsettled = settled_files(files, settle_window(config))
     waiting = [(str(path.relative_to(config.source.path)), why) for path, why in unsettled]
     n_rows = 0
     for path in ready:

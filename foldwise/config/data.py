@@ -132,9 +132,10 @@ class DataConfig(Section):
     settle_seconds: float = Field(
         5.0,
         ge=0,
-        description="A file changed more recently than this may still be being written: a label file "
-        "is read once it has stayed unchanged this long (a pull waits for that once, else leaves it "
-        "to the next pull); an image that cannot be decoded yet waits instead of being quarantined.",
+        description="A file of a local source changed more recently than this may still be being "
+        "written: a label file is read once it has stayed unchanged this long (a pull waits for that "
+        "once, else leaves it to the next pull); an image that cannot be decoded yet waits instead of "
+        "being quarantined. Downloads are moved in whole: they never wait.",
     )
     max_aspect_ratio: float = Field(
         10.0,
