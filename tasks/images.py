@@ -42,6 +42,7 @@ except ImportError:  # PIL decodes JPEGs too, only slower
 from foldwise.errors import FoldwiseError
 
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+JPEG_FORMATS = {"JPEG", "MPO"}  # MPO: a phone's JPEG with more pictures after the first, the one read
 ORIENTATION_TAG = 0x0112  # EXIF's Orientation
 SRGB = ImageCms.createProfile("sRGB")
 # The modes an embedded ICC profile is applied to, and the mode the transform reads them in.
@@ -144,7 +145,7 @@ def decode_image(content: bytes, name: str | Path, max_pixels: int, min_size: in
             if width * height > max_pixels:
                 raise UnreadableImage(too_large(name, width, height, max_pixels))
             pixels = None
-            if simplejpeg is not None and image.format == "JPEG":
+            if simplejpeg is not None and image.format in JPEG_FORMATS:
                 pixels = decode_jpeg(content, min_size)
             profile = image.info.get("icc_profile")
             if pixels is None:

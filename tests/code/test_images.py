@@ -20,9 +20,10 @@ def with_orientation(image: Image.Image, orientation: int, image_format: str) ->
     exif = Image.Exif()
     exif[images.ORIENTATION_TAG] = orientation
     buffer = io.BytesIO()
-    image.save(
-        buffer, image_format, exif=exif.tobytes(), **({"quality": 95} if image_format == "JPEG" else {})
-    )
+    options = {"quality": 95} if image_format in images.JPEG_FORMATS else {}
+    if image_format == "MPO":  # a phone's: a second picture after the first
+        options |= {"save_all": True, "append_images": [Image.new("RGB", image.size)]}
+    image.save(buffer, image_format, exif=exif.tobytes(), **options)
     return buffer.getvalue()
 
 
@@ -40,10 +41,10 @@ def gradient(width: int = 12, height: int = 8) -> Image.Image:
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("image_format", ["JPEG", "MPO", "PNG", "WEBP"])
 def test_every_exif_orientation_is_read_as_exif_transpose_reads_it(orientation, image_format):
     content = with_orientation(gradient(), orientation, image_format)
-    if image_format == "JPEG":
+    if image_format in images.JPEG_FORMATS:
         assert images.simplejpeg is not None and images.decode_jpeg(content, 0) is not None  # the fast path
     expected = reference(content)
     pixels = decode_image(content, "x", MAX_PIXELS)
