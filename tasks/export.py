@@ -152,7 +152,7 @@ def preprocessing(model: EnsembleModel, input_type: InputType) -> dict:
         "stage_size": size,
         "normalisation": "ImageNet mean and std" if model.config.model.pretrained else "none ([0, 1])",
         "steps": [
-            "decode the image as RGB",
+            "decode the image as RGB, upright by its EXIF orientation, in sRGB by its ICC profile",
             "take its centred square (side: the shorter side)",
             f"resize it to {item} x {item} with PIL's bilinear filter (Foldwise's cached item: stage size "
             f"{size} x augment.presize {model.config.augment.presize:g}, rounded up)",

@@ -1,11 +1,16 @@
 """Images to facts and cache: each row's image is hashed and, unless its content is already cached for an
-active sample, decoded once into the image cache at every size the config needs."""
+active sample, decoded once into the image cache at every size the config needs.
+
+An image that cannot be decoded and changed within `data.settle_seconds` may still be being written:
+it waits (`Arriving`) and its sample stays as it was until a later pull, instead of being quarantined.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -13,9 +18,10 @@ import numpy as np
 
 from foldwise.config import FoldwiseConfig
 from foldwise.db import samples as sample_store
+from foldwise.db.models import QUARANTINED
 from foldwise.tasks.cache import ImageCache, decode_size, make_items
 from foldwise.tasks.images import UnreadableImage, decode_image, parallel_map, read_image_file
-from foldwise.tasks.label_files import LabeledRow
+from foldwise.tasks.label_files import LabeledRow, SourceRows, settle_window
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,14 @@ class ImageFacts:
     content_hash: str
     file_size: int
     file_mtime_ns: int
+    shape: tuple[int, int] | None = None  # height, width as decoded (upright), when this pull decoded it
+
+
+@dataclass(frozen=True)
+class Arriving:
+    """An image that cannot be decoded yet and changed just now: read again at the next pull."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -37,8 +51,8 @@ class ImageCheck:
 
 
 def inspect_image(
-    check: ImageCheck, source_root: Path, max_pixels: int, sizes: list[int]
-) -> tuple[ImageFacts | str, dict[int, np.ndarray] | None]:
+    check: ImageCheck, source_root: Path, max_pixels: int, sizes: list[int], settle_seconds: float
+) -> tuple[ImageFacts | Arriving | str, dict[int, np.ndarray] | None]:
     """Hash the image and, unless its content is trusted, decode it whole into its cache items; a
     string says why it cannot be used. Links out of the source folder are not followed."""
     path = check.path
@@ -57,22 +71,27 @@ def inspect_image(
         facts = ImageFacts(hashlib.sha256(content).hexdigest(), status.st_size, status.st_mtime_ns)
         if facts.content_hash == check.trusted_hash:
             return facts, None
-        pixels = decode_image(content, name, max_pixels, min_size=decode_size(sizes))
     except UnreadableImage as error:
         return str(error), None
-    return facts, make_items(pixels, sizes)
+    try:
+        pixels = decode_image(content, name, max_pixels, min_size=decode_size(sizes))
+    except UnreadableImage as error:
+        if time.time() - status.st_mtime < settle_seconds:
+            return Arriving(f"{error} (changed within data.settle_seconds: still being written?)"), None
+        return str(error), None
+    return replace(facts, shape=pixels.shape[:2]), make_items(pixels, sizes)
 
 
 def inspect_chunk(
-    checks: list[ImageCheck], source_root: Path, max_pixels: int, sizes: list[int]
-) -> list[tuple[ImageFacts | str, dict[int, np.ndarray] | None]]:
+    checks: list[ImageCheck], source_root: Path, max_pixels: int, sizes: list[int], settle_seconds: float
+) -> list[tuple[ImageFacts | Arriving | str, dict[int, np.ndarray] | None]]:
     """`inspect_image` of each check: one unit of work for a worker process."""
-    return [inspect_image(check, source_root, max_pixels, sizes) for check in checks]
+    return [inspect_image(check, source_root, max_pixels, sizes, settle_seconds) for check in checks]
 
 
 def inspect_images(
     rows: list[LabeledRow], config: FoldwiseConfig, stored: dict[str, sample_store.StoredSample]
-) -> tuple[list[ImageFacts | str], int]:
+) -> tuple[list[ImageFacts | Arriving | str], int]:
     """Facts of every row's image, in order, and how many images were decoded. Each decoded image goes
     into the image cache at every size the config needs: it is never decoded again."""
     cache = ImageCache(config)
@@ -89,6 +108,7 @@ def inspect_images(
         source_root=config.source.path.resolve(),
         max_pixels=config.data.max_image_pixels,
         sizes=cache.sizes,
+        settle_seconds=settle_window(config),
     )
     facts, batch, n_decoded = [], {}, 0
     for fact, items in parallel_map(inspect, checks):
@@ -101,3 +121,45 @@ def inspect_images(
             batch = {}
     cache.add(batch)
     return facts, n_decoded
+
+
+def hold_arriving(
+    source: SourceRows,
+    facts: dict[str, ImageFacts | Arriving | str],
+    stored: dict[str, sample_store.StoredSample],
+) -> list[tuple[str, str]]:
+    """Leave the samples whose images are still arriving as they were: an active one keeps its image
+    (its row's labels still count), a quarantined one its reason, a new or retired one waits unread.
+    Changes `source` and `facts` in place; returns (id, why) of each."""
+    waiting = []
+    for key, fact in list(facts.items()):
+        if not isinstance(fact, Arriving):
+            continue
+        waiting.append((key, fact.reason))
+        before = stored.get(key)
+        if before is not None and before.active:
+            facts[key] = ImageFacts(before.content_hash, before.file_size, before.file_mtime_ns)
+        elif before is not None and before.status == QUARANTINED:
+            facts[key] = before.status_reason or fact.reason
+        else:
+            del facts[key], source.rows[key]
+    return waiting
+
+
+def extreme_aspect_ratios(
+    facts: dict[str, ImageFacts | Arriving | str], limit: float
+) -> list[tuple[str, str]]:
+    """(id, why) of the images decoded in this pull whose long side exceeds `limit` times the short one."""
+    found = []
+    for key, fact in facts.items():
+        if isinstance(fact, ImageFacts) and fact.shape is not None:
+            short, long = sorted(fact.shape)
+            if long > limit * max(short, 1):
+                found.append(
+                    (
+                        key,
+                        f"{fact.shape[1]} x {fact.shape[0]} pixels: its centred square keeps "
+                        f"{short / long:.1%} of it (data.max_aspect_ratio = {limit:g})",
+                    )
+                )
+    return found

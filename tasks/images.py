@@ -8,7 +8,11 @@ prediction and the gate alike.
   (decompression bombs).
 - Only a regular file is read: a named pipe would block for ever, a device might never end.
 - JPEGs are decoded by libjpeg-turbo through simplejpeg when it is installed, scaled down while they
-  are decoded when only a smaller size is needed (`min_size`) rather than decoded whole then resized. Anything it does not take (CMYK, a damaged file) goes to PIL, which decides.
+  are decoded when only a smaller size is needed (`min_size`) rather than decoded whole then resized.
+  Anything it does not take (CMYK, a damaged file) goes to PIL, which decides.
+- Every image is turned upright by its EXIF orientation (as `ImageOps.exif_transpose`), and converted
+  to sRGB when it embeds another ICC profile. simplejpeg reads neither: PIL reads them from the
+  header (without decoding), and the decoded pixels are turned and converted afterwards.
 - `to_item` makes the item every model sees (presizing): the centred square, resized with PIL's
   bilinear filter, as fastai's `Resize` does.
 - A problem is an `UnreadableImage` whose message names the file.
@@ -16,9 +20,11 @@ prediction and the gate alike.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 try:
     import simplejpeg
@@ -36,7 +42,11 @@ except ImportError:  # PIL decodes JPEGs too, only slower
 from foldwise.errors import FoldwiseError
 
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
-JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_FORMATS = {"JPEG", "MPO"}  # MPO: a phone's JPEG with more pictures after the first, the one read
+ORIENTATION_TAG = 0x0112  # EXIF's Orientation
+SRGB = ImageCms.createProfile("sRGB")
+# The modes an embedded ICC profile is applied to, and the mode the transform reads them in.
+ICC_MODES = {"RGB": "RGB", "RGBA": "RGB", "P": "RGB", "L": "L", "LA": "L", "CMYK": "CMYK"}
 
 
 class UnreadableImage(FoldwiseError):
@@ -59,35 +69,92 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
-def decode_jpeg(content: bytes, name: str | Path, max_pixels: int, min_size: int) -> np.ndarray | None:
+def decode_jpeg(content: bytes, min_size: int) -> np.ndarray | None:
     """libjpeg-turbo's decode, at the smallest scale whose sides stay at least `min_size`; None when
     it cannot decode this file (PIL then does)."""
-    try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(content)
-    except ValueError:
-        return None
-    if width * height > max_pixels:
-        raise UnreadableImage(too_large(name, width, height, max_pixels))
     try:
         return simplejpeg.decode_jpeg(content, colorspace="RGB", min_height=min_size, min_width=min_size)
     except ValueError:
         return None
 
 
-def decode_image(content: bytes, name: str | Path, max_pixels: int, min_size: int = 0) -> np.ndarray:
-    """Pixels of an encoded image, or UnreadableImage naming `name`. With `min_size`, the result may
-    be smaller than the image, but no side under `min_size` (unless the image's own is)."""
-    if simplejpeg is not None and content.startswith(JPEG_MAGIC):
-        pixels = decode_jpeg(content, name, max_pixels, min_size)
-        if pixels is not None:
-            return pixels
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) an image declares; 1 (upright as stored) when it declares none."""
     try:
-        with Image.open(io.BytesIO(content)) as image:
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, ValueError, SyntaxError, struct.error):  # a damaged EXIF block: the pixels still count
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as they are meant to be seen: `ImageOps.exif_transpose`'s flips and rotations."""
+    match orientation:
+        case 2:
+            turned = pixels[:, ::-1]
+        case 3:
+            turned = pixels[::-1, ::-1]
+        case 4:
+            turned = pixels[::-1]
+        case 5:
+            turned = pixels.transpose(1, 0, 2)
+        case 6:
+            turned = np.rot90(pixels, -1)
+        case 7:
+            turned = pixels.transpose(1, 0, 2)[::-1, ::-1]
+        case 8:
+            turned = np.rot90(pixels, 1)
+        case _:
+            return pixels
+    return np.ascontiguousarray(turned)
+
+
+@functools.lru_cache(maxsize=16)
+def srgb_transform(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The transform from an embedded ICC profile to sRGB for images of `mode`; None when the profile
+    is sRGB already, or cannot be used (the pixels are then taken as sRGB, as when none is embedded)."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if ImageCms.getProfileDescription(source).strip().startswith("sRGB"):
+            return None
+        return ImageCms.buildTransform(source, SRGB, mode, "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+def to_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
+    """`image` converted from its embedded ICC profile to sRGB (as RGB); as it is without one."""
+    if not profile or image.mode not in ICC_MODES:
+        return image
+    mode = ICC_MODES[image.mode]
+    transform = srgb_transform(profile, mode)
+    if transform is None:
+        return image
+    try:
+        return ImageCms.applyTransform(image.convert(mode), transform)
+    except ImageCms.PyCMSError:  # a profile of another colour space than the pixels': ignored
+        return image
+
+
+def decode_image(content: bytes, name: str | Path, max_pixels: int, min_size: int = 0) -> np.ndarray:
+    """Upright sRGB pixels of an encoded image, or UnreadableImage naming `name`. With `min_size`,
+    the result may be smaller than the image, but no side under `min_size` (unless the image's own is)."""
+    try:
+        with Image.open(io.BytesIO(content)) as image:  # the header only: size, EXIF, ICC profile
             width, height = image.size
             if width * height > max_pixels:
                 raise UnreadableImage(too_large(name, width, height, max_pixels))
-            image.load()
-            return to_rgb(image)
+            pixels = None
+            if simplejpeg is not None and image.format in JPEG_FORMATS:
+                pixels = decode_jpeg(content, min_size)
+            profile = image.info.get("icc_profile")
+            if pixels is None:
+                image.load()
+                pixels = to_rgb(to_srgb(image, profile))
+            elif profile:
+                pixels = np.asarray(to_srgb(Image.fromarray(pixels), profile))
+            # After load: a PNG may keep its EXIF after the pixels.
+            return upright(pixels, exif_orientation(image))
     except Image.DecompressionBombError as error:  # Pillow's own limit, met before ours when it is lower
         raise UnreadableImage(f"{name} is refused unread: {error}") from None
     except UnidentifiedImageError:

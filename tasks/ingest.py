@@ -5,7 +5,8 @@ Every pull reads every label file row by row and checks every image, then decide
 - quarantined, with the reason, when its image is gone, unreadable or too large, or when none of its
   rows can be used; it is retried at every pull and comes back when its file or row is fixed;
 - retired when no label file names it any more (`data.on_removed = "retire"`, the default);
-- restored when a quarantined or retired sample is usable again.
+- restored when a quarantined or retired sample is usable again;
+- left as it was when its label file or image is still being written (it waits for a later pull).
 The data set is the active samples; its version covers exactly their ids, image hashes and labels.
 
 A bad row is rejected with its reason (`label_files`), recorded once, at the first pull that meets
@@ -26,7 +27,7 @@ from foldwise.db import samples as sample_store
 from foldwise.db.models import utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.tasks.cache import reclaim
-from foldwise.tasks.image_checks import inspect_images
+from foldwise.tasks.image_checks import extreme_aspect_ratios, hold_arriving, inspect_images
 from foldwise.tasks.label_files import Rejection, SourceRows, read_source
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.reconcile import reconcile
@@ -61,6 +62,8 @@ class PullSummary:
     new_labels: list[str] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)  # first met in this pull
     quarantined: list[tuple[str, str]] = field(default_factory=list)  # (id, why), this pull's
+    waiting: list[str] = field(default_factory=list)  # label files and images still being written, why
+    extreme_aspect: list[tuple[str, str]] = field(default_factory=list)  # (id, its shape) of images decoded
 
     @property
     def n_rejected(self) -> int:
@@ -83,10 +86,12 @@ class PullSummary:
         if self.n_known_rejections:
             rejected += f" ({self.n_known_rejections} more as before)"
         labels = f"; new labels: {', '.join(self.new_labels)}" if self.new_labels else ""
+        waiting = f"; {len(self.waiting)} still being written, left to the next pull" if self.waiting else ""
+        aspect = f"; {len(self.extreme_aspect)} of extreme aspect ratio" if self.extreme_aspect else ""
         return (
             f"pull {self.pull_id}: {self.n_rows} rows, {self.change_summary()}, {self.n_unchanged} unchanged, "
-            f"{rejected}, {self.n_decoded} images decoded; data set {self.dataset_version} has "
-            f"{self.dataset_size} samples{labels}"
+            f"{rejected}, {self.n_decoded} images decoded{aspect}; data set {self.dataset_version} has "
+            f"{self.dataset_size} samples{labels}{waiting}"
         )
 
 
@@ -100,8 +105,13 @@ def log_pull(summary: PullSummary, source: SourceRows, retire_absent: bool, conf
     hidden = max(0, len(summary.rejections) - MAX_LOGGED) + max(0, len(summary.quarantined) - MAX_LOGGED)
     if hidden:
         log.warning("... and %d more (see `foldwise samples` and the dashboard's Data page)", hidden)
+    for what in summary.waiting[:MAX_LOGGED]:
+        log.warning("waiting for %s", what)
+    for key, shape in summary.extreme_aspect[:MAX_LOGGED]:
+        log.warning("image of %s is %s", key, shape)
     if not source.complete and config.data.on_removed == "retire":
-        log.warning("a label file could not be read: no sample retired in this pull")
+        why = "is still being written" if source.waiting else "could not be read"
+        log.warning("a label file %s: no sample retired in this pull", why)
     if summary.new_labels:
         log.warning("new labels in this pull: %s", ", ".join(summary.new_labels))
     log.info("%s", summary)
@@ -121,6 +131,7 @@ def ingest(config: FoldwiseConfig) -> PullSummary:
     rows = list(source.rows.values())
     checked, n_decoded = inspect_images(rows, config, stored)
     facts = dict(zip(source.rows, checked, strict=True))
+    arriving = hold_arriving(source, facts, stored)
     retire_absent = config.data.on_removed == "retire" and source.complete
     plan = reconcile(source, facts, stored, retire_absent)
     new = [r for r in dict.fromkeys(source.rejections) if r.fingerprint not in known_rejections]
@@ -171,6 +182,9 @@ def ingest(config: FoldwiseConfig) -> PullSummary:
             new_labels=new_labels,
             rejections=new,
             quarantined=[(key, why) for key, kind, why in plan.events if kind == sample_store.QUARANTINED],
+            waiting=[f"label file {name}: {why}" for name, why in source.waiting]
+            + [f"the image of {key}: {why}" for key, why in arriving],
+            extreme_aspect=extreme_aspect_ratios(facts, config.data.max_aspect_ratio),
         )
         pull.n_rows, pull.n_added, pull.n_updated = summary.n_rows, summary.n_added, summary.n_updated
         pull.n_unchanged, pull.n_rejected = summary.n_unchanged, summary.n_rejected

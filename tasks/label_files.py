@@ -2,7 +2,8 @@
 be used, with its reason.
 
 A bad row is rejected with its reason, alone; a label file that cannot be read at all is rejected
-whole. When rows disagree about an id, `data.on_conflict` decides: the latest row wins (files in
+whole. A label file that may still be being written waits for a later pull, unread: one whose last
+line has no line break, or one that keeps changing within `data.settle_seconds` (`settled_files`). When rows disagree about an id, `data.on_conflict` decides: the latest row wins (files in
 order of modification time, then name; rows in order), the first one does, or the id is rejected.
 
 Labels are normalised by one rule: surrounding white space is dropped, Unicode is NFC, and case does
@@ -15,9 +16,10 @@ import csv
 import hashlib
 import io
 import os
+import time
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from foldwise.config import DataConfig, FoldwiseConfig, check_image_folder
@@ -31,6 +33,10 @@ MAX_LABEL_LENGTH = 200
 
 class IngestError(FoldwiseError, ValueError):
     """No label file that can be read as configured; nothing was recorded."""
+
+
+class StillArriving(FoldwiseError):
+    """A label file that looks half-written: it is read at a later pull."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class SourceRows:
     unusable: dict[str, str]  # ids that have rows, none of them usable: why
     complete: bool  # every label file could be read (else nothing is retired)
     n_rows: int
+    waiting: list[tuple[str, str]] = field(default_factory=list)  # (label file, why): read at a later pull
 
 
 class LabelSpelling:
@@ -104,9 +111,15 @@ class LabelSpelling:
         return self.spelling.setdefault(self.key(name), unicodedata.normalize("NFC", name.strip()))
 
 
-def has_control_characters(text: str, allowed: str = "") -> bool:
-    """Whether `text` holds a control character other than those in `allowed`."""
-    return any(unicodedata.category(char) == "Cc" and char not in allowed for char in text)
+CONTROL_CHARACTER_NAMES = {"\t": "a tab", "\x00": "a NUL byte"}
+
+
+def control_character(text: str, allowed: str = "") -> str | None:
+    """The first control character of `text` other than those in `allowed`, named; None when none."""
+    for char in text:
+        if unicodedata.category(char) == "Cc" and char not in allowed:
+            return "a control character: " + CONTROL_CHARACTER_NAMES.get(char, f"U+{ord(char):04X}")
+    return None
 
 
 def printable(text: str, limit: int) -> str:
@@ -119,8 +132,9 @@ def parse_labels(cell: str, data: DataConfig, spelling: LabelSpelling) -> tuple[
     """The label names of one cell, or the reason the cell is rejected."""
     if "\n" in cell or "\r" in cell:
         return frozenset(), "the labels cell spans several lines (a quoted line break)"
-    if has_control_characters(cell, allowed=data.label_delimiter):
-        return frozenset(), "the labels cell holds a control character (a NUL byte, say)"
+    control = control_character(cell, allowed=data.label_delimiter)
+    if control:
+        return frozenset(), f"the labels cell holds {control}"
     # NFC before the length check: it can lengthen a name (U+0958 becomes two code points).
     tokens = [unicodedata.normalize("NFC", token.strip()) for token in cell.split(data.label_delimiter)]
     tokens = [token for token in tokens if token]
@@ -159,6 +173,35 @@ def label_files(config: FoldwiseConfig) -> list[Path]:
     return sorted(files, key=lambda path: (path.stat().st_mtime_ns, path.name))
 
 
+def settle_window(config: FoldwiseConfig) -> float:
+    """How long a file must stay unchanged to be read whole: `data.settle_seconds` for a local source;
+    nothing for a download, which Foldwise itself moves into the source folder whole."""
+    return config.data.settle_seconds if config.source.kind == "local" else 0.0
+
+
+def settled_files(files: list[Path], seconds: float) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The files unchanged for `seconds`, and those that are not, with why. A pull waits (once, at
+    most `seconds`) for the files that changed just now; those that change again meanwhile are still
+    being written, and wait for the next pull."""
+    if seconds <= 0 or not files:
+        return files, []
+    before = {path: path.stat() for path in files}
+    youngest = min(time.time() - status.st_mtime for status in before.values())
+    if youngest >= seconds:
+        return files, []
+    time.sleep(min(seconds, seconds - youngest))  # a date in the future waits no longer than the window
+    ready, waiting = [], []
+    for path in files:
+        now, then = path.stat(), before[path]
+        if (now.st_mtime_ns, now.st_size) == (then.st_mtime_ns, then.st_size):
+            ready.append(path)
+        else:
+            waiting.append(
+                (path, f"it changed within data.settle_seconds ({seconds:g} s): still being written")
+            )
+    return ready, waiting
+
+
 @dataclass(frozen=True)
 class LabelFile:
     """A label file's header and rows, as read."""
@@ -169,13 +212,22 @@ class LabelFile:
 
 
 def read_label_file(path: Path, data: DataConfig) -> LabelFile:
-    """The rows of a label file, or IngestError when the file as a whole cannot be used."""
+    """The rows of a label file, IngestError when the file as a whole cannot be used, StillArriving
+    when its last line is cut short."""
+    content = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise IngestError(
-            f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}): save it as UTF-8"
-        ) from None
+        # Cut inside a character, a file being written is not UTF-8 yet: only its end says so.
+        if error.reason != "unexpected end of data":
+            raise IngestError(
+                f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}): save it as UTF-8"
+            ) from None
+    if content and not content.endswith((b"\n", b"\r")):
+        raise StillArriving(
+            "its last line has no line break, as when the file is still being written: it is read "
+            "once it ends with one"
+        )
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     records, line = [], 1
     for fields in reader:
@@ -218,10 +270,9 @@ def parse_record(
     if len(key) > MAX_KEY_LENGTH:
         reason = f"the id has {len(key)} characters, more than {MAX_KEY_LENGTH}"
         return Rejection(file, line, printable(key, 80) + "...", reason, text)
-    if has_control_characters(key):
-        return Rejection(
-            file, line, printable(key, 80), "the id holds a control character (a NUL byte, say)", text
-        )
+    control = control_character(key)
+    if control:
+        return Rejection(file, line, printable(key, 80), f"the id holds {control}", text)
     image_path = resolve_image_path(config.image_folder().resolve(), key, data.image_suffix)
     if image_path is None:
         return Rejection(file, line, key, "image name escapes the image folder", text)
@@ -278,11 +329,16 @@ def read_source(config: FoldwiseConfig, known_labels: Iterable[str] = ()) -> Sou
     rows_by_key: dict[str, list[LabeledRow]] = {}
     rejections: list[Rejection] = []
     unreadable: list[Rejection] = []
+    ready, unsettled = settled_files(files, settle_window(config))
+    waiting = [(str(path.relative_to(config.source.path)), why) for path, why in unsettled]
     n_rows = 0
-    for path in files:
+    for path in ready:
         name = str(path.relative_to(config.source.path))
         try:
             label_file = read_label_file(path, config.data)
+        except StillArriving as error:
+            waiting.append((name, str(error)))
+            continue
         except IngestError as error:
             unreadable.append(Rejection(name, 0, None, f"label file {name} cannot be used: {error}"))
             continue
@@ -301,6 +357,7 @@ def read_source(config: FoldwiseConfig, known_labels: Iterable[str] = ()) -> Sou
         if rejection.key in rejected_keys:
             settled.unusable.setdefault(rejection.key, f"its row is rejected: {rejection.reason}")
     settled.rejections = unreadable + rejections + settled.rejections
-    settled.complete = not unreadable
+    settled.complete = not unreadable and not waiting  # a waiting file may name any sample: none is retired
     settled.n_rows = n_rows
+    settled.waiting = waiting
     return settled

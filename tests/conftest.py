@@ -19,9 +19,13 @@ from foldwise.db import training
 from foldwise.db.session import get_engine
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests write a source's files and pull at once, finished: no pull need wait for them to settle (the
+# tests of files still being written set their own window).
+SETTLED = "data.settle_seconds=0"
 # Training small enough for a 2-core CI machine: 2 folds, one epoch at 16 px, one at 32 px; fp32, so
 # that the same inputs and seed give the same weights (bf16 autocast on a CPU does not repeat exactly).
 TINY_TRAINING = [
+    SETTLED,
     "folds.n_folds=2",
     "train.batch_size=16",
     "train.mixed_precision='off'",
@@ -129,6 +133,7 @@ def seed_config(seed_format: str, tmp_path: Path, database_url: str, *extra: str
             f"source.path={tmp_path / 'source'}",
             f"data_home={tmp_path / 'home'}",
             f"database_url={database_url}",
+            SETTLED,
             *extra,
         ],
     )

@@ -129,6 +129,20 @@ class DataConfig(Section):
         description="Larger images are quarantined unread (decompression bombs); Pillow itself refuses "
         "images over 178,956,970 pixels whatever this says.",
     )
+    settle_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="A file of a local source changed more recently than this may still be being "
+        "written: a label file is read once it has stayed unchanged this long (a pull waits for that "
+        "once, else leaves it to the next pull); an image that cannot be decoded yet waits instead of "
+        "being quarantined. Downloads are moved in whole: they never wait.",
+    )
+    max_aspect_ratio: float = Field(
+        10.0,
+        ge=1,
+        description="Images whose long side is more than this many times their short side are named "
+        "in the pull's warnings: the centred square a model sees keeps little of them.",
+    )
 
     @field_validator("label_delimiter")
     @classmethod

@@ -17,10 +17,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
@@ -28,8 +29,9 @@ from sqlalchemy.engine import make_url
 from foldwise.db.models import ACTIVE, QUARANTINED, RETIRED, DataPull, Prediction, Run, Sample
 from foldwise.db.session import get_engine, session_scope
 from foldwise.flows.retrain import retrain
+from foldwise.tasks.cache import ImageCache, item_sizes
 from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.images import read_image
+from foldwise.tasks.images import ORIENTATION_TAG, read_image, to_item
 from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.label_files import IngestError
 from tests.conftest import ROOT
@@ -230,6 +232,88 @@ def decompression_bomb(drops):
     assert peak_memory_mib() - before < 100  # decoding it would take 400 MiB at least
 
 
+@case()
+def phone_photo_with_exif_orientation(drops):
+    """Stored sideways, declared so in EXIF (orientation 6): cached upright, as `exif_transpose` reads it."""
+    rows, columns = np.mgrid[0:48, 0:32]
+    upright = np.stack([rows * 5, columns * 7, (rows * columns) % 256], axis=2).astype(np.uint8)
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = 6
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))
+    drops.image("phone", encoded(stored, "JPEG", quality=100, subsampling=0, exif=exif.tobytes()))
+    drops.drop(HEADER + "phone,zero\n")
+    assert drops.pull().n_added == 1
+    config = drops.config()
+    store = ImageCache(config).store(item_sizes(config)[-1])
+    cached = store.pixels()[store.rows[drops.sample("phone").content_hash]].astype(int)
+    with Image.open(drops.images / "phone.png") as image:
+        expected = to_item(np.asarray(ImageOps.exif_transpose(image).convert("RGB")), store.size)
+    assert np.abs(cached - expected).mean() < 1
+    assert np.abs(cached - to_item(np.asarray(stored), store.size)).mean() > 20  # not as stored
+
+
+@case()
+def one_pixel_high_strip(drops):
+    """Warned about (its centred square is one pixel of it), not refused."""
+    drops.image("strip", Image.new("RGB", (500, 1), (9, 9, 9)))
+    drops.drop(HEADER + "strip,zero\n")
+    summary = drops.pull()
+    assert summary.n_added == 1 and drops.status("strip") == (ACTIVE, None)
+    reason = "500 x 1 pixels: its centred square keeps 0.2% of it (data.max_aspect_ratio = 10)"
+    assert summary.extreme_aspect == [("strip", reason)] and "1 of extreme aspect ratio" in str(summary)
+    assert drops.pull().extreme_aspect == []  # said once, when it is decoded
+
+
+SETTLE_WINDOW = "data.settle_seconds=60"
+
+
+def arriving_image(drops: Drops, key: str, content: bytes) -> Path:
+    """Half of `content` written just now as the image of `key`, its row and every other file of the
+    source long since delivered; a pull leaves it, unread, to a later pull."""
+    drops.overrides.append(SETTLE_WINDOW)
+    if not drops.has_sample(key):
+        drops.drop(HEADER + f"{key},zero\n")
+    drops.age()
+    path = drops.image(key, content[: len(content) // 2])
+    summary = drops.pull()
+    assert (summary.n_added, summary.n_updated, summary.n_quarantined) == (0, 0, 0)
+    [waiting] = summary.waiting
+    assert (
+        waiting.startswith(f"the image of {key}: images/{key}.png is corrupt") and "settle_seconds" in waiting
+    )
+    return path
+
+
+@case(QUARANTINES)
+def truncated_image_still_arriving_then_abandoned(drops):
+    arriving_image(drops, "arriving", encoded(noise(32), "JPEG"))
+    assert not drops.has_sample("arriving")
+    drops.age(120)  # its writer gave up
+    quarantined(drops, drops.pull(), "arriving", "images/arriving.png is corrupt")
+    drops.overrides.remove(SETTLE_WINDOW)
+
+
+@case()
+def truncated_image_still_arriving_then_completed(drops):
+    content = encoded(noise(32))
+    arriving_image(drops, "arriving", content).write_bytes(content)
+    done = drops.pull()
+    assert (done.n_added, done.waiting) == (1, []) and drops.status("arriving") == (ACTIVE, None)
+    drops.overrides.remove(SETTLE_WINDOW)
+
+
+@case()
+def image_of_a_sample_being_replaced(drops):
+    """The sample keeps its image while the new one arrives, then changes to it."""
+    before = drops.sample("base_a")
+    content = encoded(noise(32, seed=5))
+    path = arriving_image(drops, "base_a", content)
+    assert drops.status("base_a") == (ACTIVE, None) and drops.sample("base_a").version == before.version
+    path.write_bytes(content)
+    assert drops.pull().n_updated == 1 and drops.events("base_a")[-1] == ("changed", "image changed")
+    drops.overrides.remove(SETTLE_WINDOW)
+
+
 @case(QUARANTINES)
 def more_pixels_than_the_setting(drops):
     drops.overrides.append("data.max_image_pixels=1000")
@@ -422,6 +506,11 @@ def backslash_id(drops):
 @case(REJECTS)
 def nul_byte_in_a_label(drops):
     one_bad_row(drops, "nul,zero\x00one\n", "the labels cell holds a control character")
+
+
+@case(REJECTS)
+def tab_in_a_label(drops):
+    one_bad_row(drops, "tab,zero\tone\n", "the labels cell holds a control character: a tab")
 
 
 @case(REJECTS)
@@ -700,6 +789,76 @@ def label_file_being_written(drops):
     drops.drop(HEADER + "early,one\n", name="labels_03.csv.partial")  # not matched by labels_*.csv
     summary = drops.pull()
     assert (summary.n_rows, summary.n_added) == (2, 0) and not drops.has_sample("early")
+
+
+@case()
+def label_file_cut_mid_row_then_completed(drops):
+    """A copy caught mid-row (`cut,ze`, no line break) invents no label `ze`: it waits, unread."""
+    drops.image("whole")
+    drops.image("cut")
+    name = drops.drop(HEADER + "whole,one\ncut,ze")
+    summary = drops.pull()
+    assert (summary.n_rows, summary.n_added, summary.new_labels) == (2, 0, [])
+    [waiting] = summary.waiting
+    assert waiting.startswith(f"label file {name}: its last line has no line break")
+    assert "ze" not in drops.vocabulary() and not drops.has_sample("cut")
+    (drops.root / name).write_text(HEADER + "whole,one\ncut,zero\n")
+    done = drops.pull()
+    assert (done.n_added, done.new_labels, done.waiting) == (2, [], []) and drops.labels("cut") == {"zero"}
+
+
+@case()
+def label_file_rewritten_in_place_caught_short(drops):
+    """While the only label file is incomplete, the samples it named before are neither retired nor
+    changed."""
+    version = drops.last.dataset_version
+    path = drops.root / "labels_01.csv"
+    path.write_text(HEADER + "base_a,zero\nbase_b,o")
+    summary = drops.pull()
+    assert (summary.change_summary(), summary.dataset_version) == ("no sample changed", version)
+    assert drops.labels("base_b") == {"one"} and len(summary.waiting) == 1
+    path.write_text(HEADER + "base_a,zero\nbase_b,one\n")
+    done = drops.pull()
+    assert (done.change_summary(), done.n_unchanged, done.waiting) == ("no sample changed", 2, [])
+
+
+@case()
+def label_file_still_changing_waits_for_the_next_pull(drops):
+    """A writer that keeps adding whole rows: the pull waits data.settle_seconds for the file to stay
+    unchanged, then leaves it to the next pull. Written whole just now, it is read after that wait."""
+    drops.overrides.append("data.settle_seconds=1")
+    drops.image("w1")
+    drops.image("w2")
+    name = drops.drop(HEADER + "w1,one\n")
+    drops.age()
+    started, stop = threading.Event(), threading.Event()
+
+    def append_rows() -> None:
+        with (drops.root / name).open("a") as handle:
+            while True:
+                handle.write("w1,one\n")
+                handle.flush()
+                started.set()
+                if stop.wait(0.05):
+                    return
+
+    writer = threading.Thread(target=append_rows)
+    writer.start()
+    started.wait()
+    try:
+        summary = drops.pull()
+    finally:
+        stop.set()
+        writer.join()
+    assert (summary.n_added, summary.waiting) == (
+        0,
+        [f"label file {name}: it changed within data.settle_seconds (1 s): still being written"],
+    )
+    (drops.root / name).write_text(HEADER + "w1,one\nw2,zero\n")
+    started = time.monotonic()
+    done = drops.pull()
+    assert (done.n_added, done.waiting) == (2, []) and time.monotonic() - started > 0.5
+    drops.overrides.remove("data.settle_seconds=1")
 
 
 @case(REFUSES)
