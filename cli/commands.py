@@ -187,8 +187,10 @@ def serve(config: ConfigOption, set_: SetOption = None) -> None:
         describe_schedule,
         serve_deployment,
     )
+    from foldwise.tasks.runs import mark_crashed_runs
 
     ensure_schema(settings.resolved_database_url())
+    mark_crashed_runs(settings)  # what a restart of this host or container left running, said at once
     deployment = build_deployment(settings)
     name = f"retrain/{settings.name}"
 

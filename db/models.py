@@ -171,7 +171,9 @@ class Run(Base):
     git_commit: Mapped[str | None] = mapped_column(String(64))
     host: Mapped[str | None] = mapped_column(String(255))
     pid: Mapped[int | None]
-    heartbeat_at: Mapped[datetime | None]  # a running run's process proves it is alive
+    # With the PID, what tells its process from a later one given the same PID (tasks/liveness.py).
+    process_start: Mapped[str | None] = mapped_column(String(100))
+    heartbeat_at: Mapped[datetime | None]  # a running run's process proves it is alive (database clock)
     claimed_at: Mapped[datetime | None]  # when it got the training lock (after waiting, if it waited)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     # What an operator should know of how it went: folds reused after a crash, why it did not warm-start.
@@ -200,6 +202,7 @@ class TrainingLock(Base):
     holder: Mapped[str] = mapped_column(String(100), server_default="")  # "run 12", "foldwise ingest"
     host: Mapped[str] = mapped_column(String(255), server_default="")
     pid: Mapped[int] = mapped_column(server_default="0")
+    process_start: Mapped[str | None] = mapped_column(String(100))  # as Run.process_start
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.current_timestamp())
 

@@ -6,8 +6,10 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import DateTime, delete, insert, select, update
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from foldwise.db.models import (
     ClassMetric,
@@ -36,6 +38,30 @@ EPOCH_FIELDS = {
 }
 
 
+class DatabaseNow(FunctionElement):
+    """The database server's clock as naive UTC, like every stored time: heartbeats are dated and aged
+    by it, so that hosts whose clocks disagree agree on how old a heartbeat is."""
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(DatabaseNow, "postgresql")
+def _postgresql_now(element: DatabaseNow, compiler: Any, **kw: Any) -> str:
+    return "(statement_timestamp() AT TIME ZONE 'UTC')"  # whatever the session's TimeZone
+
+
+@compiles(DatabaseNow, "sqlite")
+def _sqlite_now(element: DatabaseNow, compiler: Any, **kw: Any) -> str:
+    # UTC, in the text form SQLAlchemy stores (microseconds), so that a heartbeat read back and
+    # compared with its row (take_over_training_lock) matches it.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+def database_now(*, session: Session) -> datetime:
+    return session.scalar(select(DatabaseNow()))
+
+
 def create_run(
     *,
     session: Session,
@@ -46,12 +72,14 @@ def create_run(
     host: str,
     pid: int,
     flow_run_id: str | None,
+    process_start: str | None = None,
 ) -> int:
     now = utcnow()
     run = Run(
         status=RUNNING,
         pid=pid,
-        heartbeat_at=now,
+        process_start=process_start,
+        heartbeat_at=DatabaseNow(),
         config=config,
         seed=seed,
         package_versions=package_versions,
@@ -104,17 +132,20 @@ def running_runs(*, session: Session) -> list[Run]:
     return list(session.scalars(select(Run).where(Run.status == RUNNING).order_by(Run.id)))
 
 
-def beat(*, session: Session, run_id: int | None, holder: str) -> None:
-    """The holder's process is alive: its run (whatever its status) and its lock, if it holds it."""
-    now = utcnow()
+def beat(*, session: Session, run_id: int | None, holder: str | None) -> None:
+    """A beat, by the database's clock, of a run (whatever its status) and of the lock `holder` holds."""
     if run_id is not None:
-        session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
-    session.execute(update(TrainingLock).where(TrainingLock.holder == holder).values(heartbeat_at=now))
+        session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=DatabaseNow()))
+    if holder is not None:
+        session.execute(
+            update(TrainingLock).where(TrainingLock.holder == holder).values(heartbeat_at=DatabaseNow())
+        )
 
 
-def insert_training_lock(*, session: Session, run_id: int | None, holder: str, host: str, pid: int) -> None:
+def insert_training_lock(
+    *, session: Session, run_id: int | None, holder: str, host: str, pid: int, process_start: str | None
+) -> None:
     """The claim: this insert of the lock's single row raises IntegrityError for all but one holder."""
-    now = utcnow()
     session.execute(
         insert(TrainingLock).values(
             name=LOCK_NAME,
@@ -122,12 +153,13 @@ def insert_training_lock(*, session: Session, run_id: int | None, holder: str, h
             holder=holder,
             host=host,
             pid=pid,
-            acquired_at=now,
-            heartbeat_at=now,
+            process_start=process_start,
+            acquired_at=DatabaseNow(),
+            heartbeat_at=DatabaseNow(),
         )
     )
     if run_id is not None:
-        session.execute(update(Run).where(Run.id == run_id).values(claimed_at=now))
+        session.execute(update(Run).where(Run.id == run_id).values(claimed_at=utcnow()))
 
 
 def training_lock(*, session: Session) -> TrainingLock | None:

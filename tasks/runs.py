@@ -3,9 +3,9 @@
 One holder at a time trains, changes the data or changes the champion, per database: it claims the
 training lock (a row in the DB) and holds it to its very last write, whatever becomes of it, so the
 rule holds for Prefect deployments, `foldwise run`, `foldwise ingest` and promotions by hand alike.
-The holder's process beats a heartbeat; a lock whose holder is gone (its process ended, on this host,
-or its heartbeat is older than `service.stale_after_minutes`) is taken over, and a run left `running`
-by a dead process is marked crashed.
+The holder's process beats a heartbeat; a lock whose holder is gone (its very process ended, on this
+host, or its heartbeat is older than `service.stale_after_minutes` by the database's clock: see
+tasks/liveness.py) is taken over, and a run left `running` by a dead process is marked crashed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -28,9 +28,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig
 from foldwise.db import training as training_store
-from foldwise.db.models import TrainingLock, utcnow
+from foldwise.db.models import TrainingLock
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.errors import FoldwiseError
+from foldwise.tasks import liveness
 from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.logs import get_logger
 
@@ -102,24 +103,6 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def is_alive(host: str | None, pid: int | None, heartbeat_at: datetime, stale_after: timedelta) -> bool:
-    """Alive: a fresh heartbeat and, on this host, its process still exists."""
-    fresh = utcnow() - heartbeat_at < stale_after
-    if host == platform.node() and pid:
-        return fresh and process_alive(pid)
-    return fresh
-
-
 def stale_after(config: FoldwiseConfig) -> timedelta:
     return timedelta(minutes=config.service.stale_after_minutes)
 
@@ -132,13 +115,25 @@ def describe_error(error: BaseException) -> str:
 
 
 def mark_crashed_runs(config: FoldwiseConfig) -> list[int]:
-    """Runs left `running` by a process that is gone become `crashed`."""
+    """Runs left `running` by a process that is gone become `crashed`: at once on this host, after
+    `service.stale_after_minutes` of silence from another. A heartbeat from the future (clock skew) is
+    reported and counts from now."""
+    url = config.resolved_database_url()
     crashed = []
-    with session_scope(config.resolved_database_url()) as session:
+    with session_scope(url) as session:
+        now = training_store.database_now(session=session)
         for run in training_store.running_runs(session=session):
-            if is_alive(run.host, run.pid, run.heartbeat_at or run.started_at, stale_after(config)):
+            last_beat = run.heartbeat_at or run.started_at
+            ahead = liveness.clock_skew(last_beat, now)
+            if ahead:
+                get_logger(__name__).warning(
+                    liveness.skew_message(f"the heartbeat of run {run.id}", run.host, last_beat, ahead, url)
+                )
+                training_store.beat(session=session, run_id=run.id, holder=None)
+                last_beat = now
+            if liveness.is_alive(run.host, run.pid, run.process_start, last_beat, now, stale_after(config)):
                 continue
-            last_seen = (run.heartbeat_at or run.started_at).isoformat(timespec="seconds")
+            last_seen = last_beat.isoformat(timespec="seconds")
             training_store.fail_running_run(
                 session=session,
                 run_id=run.id,
@@ -168,6 +163,7 @@ def start_run(config: FoldwiseConfig, flow_run_id: str | None = None) -> int:
             git_commit=git_commit(),
             host=platform.node(),
             pid=os.getpid(),
+            process_start=liveness.process_start(os.getpid()),
             flow_run_id=flow_run_id,
         )
 
@@ -206,60 +202,86 @@ def try_claim(config: FoldwiseConfig, run_id: int | None, holder: str) -> bool:
     try:
         with session_scope(config.resolved_database_url()) as session:
             training_store.insert_training_lock(
-                session=session, run_id=run_id, holder=holder, host=platform.node(), pid=os.getpid()
+                session=session,
+                run_id=run_id,
+                holder=holder,
+                host=platform.node(),
+                pid=os.getpid(),
+                process_start=liveness.process_start(os.getpid()),
             )
     except IntegrityError:
         return False
     return True
 
 
-def busy_reason(lock: TrainingLock) -> str:
+@dataclass(frozen=True)
+class Holding:
+    holder: str
+    reason: str  # why another cannot train now, e.g. "run 12 is training (since ...)"
+
+
+def busy_reason(lock: TrainingLock, ahead: timedelta | None) -> str:
     since = f"since {lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+    if ahead:
+        since += f", {liveness.span(ahead)} ahead of the database server's clock: clock skew on {lock.host}?"
     if lock.run_id is not None:
         return f"run {lock.run_id} is training ({since})"
     return f"{lock.holder} holds the training lock ({since})"
+
+
+def lock_holding(config: FoldwiseConfig) -> Holding | None:
+    """Who holds the training lock and lives; None when nobody does any more: it was released, or
+    its holder was gone and the lock is taken over (its run marked crashed)."""
+    url = config.resolved_database_url()
+    log = get_logger(__name__)
+    with session_scope(url) as session:
+        lock = training_store.training_lock(session=session)
+        if lock is None:
+            return None
+        now = training_store.database_now(session=session)
+        seen, heartbeat_at = lock.heartbeat_at, lock.heartbeat_at
+        ahead = liveness.clock_skew(seen, now)
+        if ahead:
+            log.warning(liveness.skew_message(f"the heartbeat of {lock.holder}", lock.host, seen, ahead, url))
+            training_store.beat(session=session, run_id=None, holder=lock.holder)
+            heartbeat_at = now
+        if liveness.is_alive(lock.host, lock.pid, lock.process_start, heartbeat_at, now, stale_after(config)):
+            return Holding(
+                lock.holder, busy_reason(lock, liveness.clock_skew(max(lock.acquired_at, seen), now))
+            )
+        if training_store.take_over_training_lock(session=session, holder=lock.holder, heartbeat_at=seen):
+            log.warning(
+                "took over the training lock of %s: its process %d on %s has ended, or was silent since %s UTC",
+                lock.holder,
+                lock.pid,
+                lock.host,
+                seen.isoformat(timespec="seconds"),
+            )
+    mark_crashed_runs(config)
+    return None
 
 
 def claim(
     config: FoldwiseConfig, run_id: int | None, holder: str, poll_seconds: float = CLAIM_POLL_SECONDS
 ) -> Decision:
     """Take the training lock, waiting for the holder or giving up at once, per `service.when_busy`."""
-    url = config.resolved_database_url()
     log = get_logger(__name__)
     deadline = time.monotonic() + config.service.wait_timeout_minutes * 60
     waiting_for = None
     while True:
         if try_claim(config, run_id, holder):
             return Decision(True, "claimed" if waiting_for is None else f"claimed after {waiting_for}")
-        with session_scope(url) as session:
-            lock = training_store.training_lock(session=session)
-            if lock is None:  # released between our insert and this look
-                continue
-            if not is_alive(lock.host, lock.pid, lock.heartbeat_at, stale_after(config)):
-                if training_store.take_over_training_lock(
-                    session=session, holder=lock.holder, heartbeat_at=lock.heartbeat_at
-                ):
-                    log.warning(
-                        "took over the training lock of %s: process %d on %s is gone or silent since %s UTC",
-                        lock.holder,
-                        lock.pid,
-                        lock.host,
-                        lock.heartbeat_at.isoformat(timespec="seconds"),
-                    )
-                dead = True
-            else:
-                dead, busy, holder_now = False, busy_reason(lock), lock.holder
-        if dead:
-            mark_crashed_runs(config)
+        holding = lock_holding(config)
+        if holding is None:
             continue
         if config.service.when_busy == "skip":
-            return Decision(False, busy)
+            return Decision(False, holding.reason)
         if time.monotonic() > deadline:
             minutes = config.service.wait_timeout_minutes
-            return Decision(False, f"{busy}; gave up waiting after {minutes:g} minutes")
-        if waiting_for != holder_now:
-            log.info("%s: waiting for it to finish (service.when_busy = 'wait')", busy)
-            waiting_for = holder_now
+            return Decision(False, f"{holding.reason}; gave up waiting after {minutes:g} minutes")
+        if waiting_for != holding.holder:
+            log.info("%s: waiting for it to finish (service.when_busy = 'wait')", holding.reason)
+            waiting_for = holding.holder
         time.sleep(poll_seconds)
 
 

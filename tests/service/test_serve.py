@@ -28,14 +28,16 @@ from prefect.client.schemas.filters import (
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from foldwise.config import load_config
 from foldwise.db.models import ClassThreshold, Run
 from foldwise.db.session import session_scope
 from foldwise.flows.deployment import build_deployment
 from foldwise.tasks.demo import deliver_drop
-from tests.conftest import CONFIGS, TINY_TRAINING
+from foldwise.tasks.liveness import process_start
+from foldwise.tasks.runs import claim_training, start_run
+from tests.conftest import CONFIGS, TINY_TRAINING, tiny_demo_config
 
 pytestmark = pytest.mark.slow
 TINY = [*TINY_TRAINING, "service.cron='0 3 * * *'", "service.timezone='Europe/Paris'"]
@@ -200,6 +202,40 @@ def test_serve_warns_when_the_server_creates_no_scheduled_run(tmp_path):
     output = log_path.read_text()
     assert f"warning: the Prefect server created no scheduled run of {name} in 20s" in output, output
     assert "look at the server's log" in output and "next scheduled run" not in output
+
+
+def test_serve_marks_the_runs_a_restart_left_running_crashed_at_once(tmp_path, prefect_api):
+    """A restarted container: same hostname, the dead run's PID now another process's (here a live
+    `sleep`); and a run whose process is gone. Both crashed before serving; another host's live run not."""
+    url = f"sqlite:///{tmp_path / 'foldwise.db'}"
+    config = tiny_demo_config(tmp_path, url)
+    restarted, ended, elsewhere = start_run(config), start_run(config), start_run(config)
+    assert claim_training(config, restarted).train
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        with session_scope(url) as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == restarted)
+                .values(pid=sleeper.pid, process_start=process_start(os.getpid()))
+            )
+            session.execute(update(Run).where(Run.id == ended).values(pid=finished.pid))
+            session.execute(update(Run).where(Run.id == elsewhere).values(host="gpu-7"))
+        process, name, _, log_path = start_serve(tmp_path, prefect_api, *TINY)
+        try:
+            wait_for_deployment(name, process, log_path)
+        finally:
+            stop(process)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with session_scope(url) as session:
+        status = {run.id: run.status for run in session.scalars(select(Run))}
+    assert status == {restarted: "crashed", ended: "crashed", elsewhere: "running"}
+    output = log_path.read_text()
+    assert f"run {restarted} was left running by a process that is gone: marked crashed" in output, output
 
 
 def test_a_run_triggered_with_edited_parameters_completes_and_records_them(served):
