@@ -4,7 +4,7 @@ Runs and the training lock record, with the PID, what tells their process from a
 the same PID (a restarted container, a reused PID): the boot and the process's start.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-02 14:30:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 TABLES = ("runs", "training_lock")
