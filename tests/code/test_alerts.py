@@ -14,7 +14,7 @@ from foldwise.db.models import ModelDecision, Run, utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.tasks.alerts import Alert, run_alerts, send, send_run_alerts
 from tests.code.webhook import closed_port, receiving
-from tests.conftest import CONFIGS, finished_run
+from tests.conftest import CONFIGS, SETTLED, finished_run
 
 
 def config_with(tmp_path, database_url, *alerts: str):
@@ -24,6 +24,7 @@ def config_with(tmp_path, database_url, *alerts: str):
             f"source.path={tmp_path / 'source'}",
             f"data_home={tmp_path}",
             f"database_url={database_url}",
+            SETTLED,
             *alerts,
         ],
     )

@@ -9,7 +9,7 @@ from foldwise.db.session import session_scope
 from foldwise.tasks.demo import deliver_drop
 from foldwise.tasks.folds import GATE_SET, build_folds, plan_folds
 from foldwise.tasks.ingest import ingest
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, SETTLED
 
 
 def random_labels(rng, n, n_labels=12):
@@ -100,6 +100,7 @@ def test_fold_sets_are_recorded_and_extended_across_demo_drops(tmp_path, databas
             f"data_home={tmp_path}",
             f"database_url={database_url}",
             "gate.fraction=0",  # every sample in a fold
+            SETTLED,
         ],
     )
     deliver_drop(config.source.path, n_images=120)

@@ -32,7 +32,7 @@ from foldwise.tasks.predict import ensemble_probabilities, model_item_size
 from foldwise.tasks.retention import storage_use
 from foldwise.units import byte_size
 from tests.code.webhook import closed_port, receiving
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, SETTLED
 
 pytestmark = pytest.mark.slow
 ALERT_ENV, DEAD_ENV = "FOLDWISE_TEST_ALERT_URL", "FOLDWISE_TEST_DEAD_ALERT_URL"
@@ -50,6 +50,7 @@ def overrides(home: Path, *extra: str) -> list[str]:
         "train.batch_size=16",
         "train.mixed_precision='off'",  # PyTorch's fp32 predictions are the export's reference
         "gate.fraction=0",  # every run is promoted: a known champion stack for retention
+        SETTLED,  # drops are written whole just before each pull
         f'alerts.apprise_urls=["${{env:{ALERT_ENV}}}", "${{env:{DEAD_ENV}}}"]',
         f'alerts.prefect_blocks=["{BLOCK}"]',
         *extra,
