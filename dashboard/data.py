@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +153,9 @@ def run_record(url: str, run_id: int) -> dict[str, Any]:
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS)
-def live_progress(url: str, run_id: int) -> tuple[present.Progress, int, datetime | None]:
-    """A running run's progress, its number of epoch rows so far and its last heartbeat."""
+def live_progress(url: str, run_id: int) -> tuple[present.Progress, int, float | None]:
+    """A running run's progress, its number of epoch rows so far and the age of its last heartbeat in
+    seconds, by the database server's clock (which dates heartbeats), not this host's."""
     with read_scope(url) as session:
         run = session.get_one(Run, run_id)
         epochs = queries.epochs(session=session, run_id=run_id)
@@ -164,7 +164,10 @@ def live_progress(url: str, run_id: int) -> tuple[present.Progress, int, datetim
             for f in training.fold_results(session=session, run_id=run_id)
         ]
         found = present.progress(run.config, run.warm_start_from is not None, epochs, finished)
-        return found, len(epochs), run.heartbeat_at
+        if run.heartbeat_at is None:
+            return found, len(epochs), None
+        age = training.database_now(session=session) - run.heartbeat_at
+        return found, len(epochs), age.total_seconds()
 
 
 @st.cache_data(ttl=TTL_SECONDS)

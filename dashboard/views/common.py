@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from foldwise.dashboard import data, present
-from foldwise.db.models import utcnow
 
 GALLERY_CELL_PX = 170  # two a row on a 390 px phone
 
@@ -48,22 +46,19 @@ def badges(outcome: str, champion: bool) -> str:
     )
 
 
-def since(moment: datetime | None) -> str:
-    return "never" if moment is None else f"{present.duration((utcnow() - moment).total_seconds())} ago"
-
-
 def live_run(url: str, run_id: int) -> int:
     """A running run's progress bar, what it is doing, its heartbeat and Prefect flow run. Returns its
     number of epoch rows (the key of its fresh learning curves)."""
-    progress, epoch_rows, heartbeat = data.live_progress(url, run_id)
+    progress, epoch_rows, heartbeat_age = data.live_progress(url, run_id)
     record = data.run_record(url, run_id)
     st.progress(progress.fraction, text=f"Run {run_id}: {progress.describe()}")
     st.caption(
         f"Started {present.moment(record['started_at'])} on {record['host'] or '?'} (pid {record['pid']}); "
-        f"last heartbeat {since(heartbeat)}; {flow_run_text(record['flow_run_id'])}."
+        f"last heartbeat {'never' if heartbeat_age is None else present.duration(heartbeat_age) + ' ago'}; "
+        f"{flow_run_text(record['flow_run_id'])}."
     )
     stale_minutes = record["config"].get("service", {}).get("stale_after_minutes")
-    if heartbeat is not None and stale_minutes and utcnow() - heartbeat > timedelta(minutes=stale_minutes):
+    if heartbeat_age is not None and stale_minutes and heartbeat_age > stale_minutes * 60:
         st.warning(
             f"Run {run_id} has not beaten for more than {stale_minutes:g} minutes "
             "(service.stale_after_minutes): its process is probably gone. The next run records it as crashed."
