@@ -1,9 +1,12 @@
-"""A full disk and a read-only folder, for real: the pull runs in a subprocess with its own user and
-mount namespaces (`unshare`, no privileges needed), where a tiny tmpfs or a read-only bind mount sits
-in the way. The error says what happened, the download is kept, nothing is half-written."""
+"""A full disk and a read-only folder, for real: the pull (or a whole `foldwise run`) runs in a subprocess
+with its own user and mount namespaces (`unshare`, no privileges needed), where a tiny tmpfs or a
+read-only bind mount sits in the way. The error is one line naming the path and its free space, the
+download is kept, nothing is half-written, a run is recorded failed with that line, a pull is not
+retried."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -15,14 +18,21 @@ import sys
 import zipfile
 
 import pytest
+from sqlalchemy import func, select
 
 from foldwise.config import load_config
+from foldwise.db.models import DataPull, Run
+from foldwise.db.session import session_scope
+from foldwise.errors import disk_error
+from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.ingest import is_transient
 from foldwise.tasks.sources import FetchSummary, fetch
-from tests.conftest import CONFIGS, ROOT
+from tests.code.test_cli_errors import assert_one_error_line, foldwise_env
+from tests.conftest import CONFIGS, ROOT, TINY_TRAINING
 from tests.sources.standin import planet_files, zip_bytes
 
 NAMESPACES = ["unshare", "--user", "--map-root-user", "--mount"]
-FREE_SPACE = re.compile(r"\(\d+(\.\d)? (B|KiB) free on its file system\)")  # a tiny tmpfs, full
+FREE_SPACE = re.compile(r"\(\d+(\.\d)? (B|KiB|MiB) free on its file system\)")  # a tiny tmpfs
 # Pulls once and prints the outcome, and what is left under a folder (seen only inside the namespace).
 PULL_ONCE = """
 import json, sys
@@ -133,3 +143,92 @@ def test_a_full_disk_while_downloading_says_so_and_leaves_no_partial_file(tmp_pa
     assert "No space left on device" in outcome["message"] and FREE_SPACE.search(outcome["message"])
     assert not [name for name in outcome["left"] if name.endswith(".partial")]
     assert zipfile.is_zipfile(archive)  # the remote file is untouched
+
+
+# A full disk inside a run, through the command line: one line, a failed run, nothing half-written -------
+
+
+def tmpfs(folder, size: str) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+
+
+def foldwise_run_in_namespace(tmp_path, database_url: str, mount: list[str], *settings: str, timeout: float):
+    """`foldwise run` on a tiny demo config with a tmpfs mounted in its way; its result, and the files
+    then under the mount (path and size, seen only inside the namespace)."""
+    watched, listing = mount[-1], tmp_path / "left.txt"
+    overrides = [
+        f"source.path={tmp_path / 'source'}",
+        f"data_home={tmp_path}",
+        f"database_url={database_url}",
+        *TINY_TRAINING,
+        *settings,
+    ]
+    command = [sys.executable, "-m", "foldwise", "run", "--config", str(CONFIGS / "demo.toml")]
+    command += [part for override in overrides for part in ("--set", override)]
+    script = (
+        f'{shlex.join(mount)} && {{ "$@"; status=$?; '
+        f"find {shlex.quote(watched)} -type f -printf '%P %s\\n' > {shlex.quote(str(listing))}; exit $status; }}"
+    )
+    result = subprocess.run(
+        [*NAMESPACES, "sh", "-c", script, "sh", *command],
+        env=foldwise_env(tmp_path),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    left = dict(line.rsplit(" ", 1) for line in listing.read_text().splitlines())
+    return result, {name: int(size) for name, size in left.items()}
+
+
+def the_run(database_url: str) -> Run:
+    with session_scope(database_url) as session:
+        [run] = session.scalars(select(Run)).all()
+        session.expunge(run)
+    return run
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_a_fold_saves_its_weights_is_one_line_and_fails_the_run(tmp_path, database_url):
+    deliver_drop(tmp_path / "source", n_images=32)
+    runs = tmp_path / "runs"  # 1 MiB: the folds' resnet18 weights do not fit, the run's folder does
+    result, left = foldwise_run_in_namespace(tmp_path, database_url, tmpfs(runs, "1m"), timeout=400)
+    weights = runs / "1" / "fold0.safetensors"
+    assert_one_error_line(result, f"error: cannot write {weights}: No space left on device (")
+    assert FREE_SPACE.search(result.stderr) and "; free some space there" in result.stderr, result.stderr
+    assert "SafetensorError" not in result.stderr + result.stdout
+    assert left == {}  # no weights, no partial file
+    run = the_run(database_url)
+    assert run.status == "failed" and f"error: {run.reason}\n" in result.stderr  # the same line
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_the_pull_is_one_line_and_not_retried(tmp_path, database_url):
+    deliver_drop(tmp_path / "source", n_images=32)
+    cache = tmp_path / "cache"  # the image cache, where the pull decodes every image into
+    # A retry would wait at least 300 s (600 s, jittered): longer than the whole test may take.
+    result, left = foldwise_run_in_namespace(
+        tmp_path,
+        database_url,
+        tmpfs(cache, "16k"),
+        "source.retries=2",
+        "source.retry_delay_seconds=600",
+        timeout=240,
+    )
+    assert_one_error_line(result, f"error: cannot add to the image cache {cache}/")
+    assert "No space left on device (" in result.stderr and FREE_SPACE.search(result.stderr), result.stderr
+    assert set(left.values()) <= {0} and not [
+        name for name in left if "partial" in name
+    ]  # no row, whole or half
+    run = the_run(database_url)
+    assert run.status == "failed" and f"error: {run.reason}\n" in result.stderr
+    with session_scope(database_url) as session:
+        assert session.scalar(select(func.count()).select_from(DataPull)) == 0  # the pull wrote nothing
+
+
+def test_a_full_disk_and_a_refused_write_are_never_transient():
+    assert is_transient(OSError(errno.EIO, "I/O error")) and is_transient(ConnectionResetError())
+    for number in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+        assert not is_transient(OSError(number, os.strerror(number)))
+    assert not is_transient(disk_error(OSError(errno.ENOSPC, "No space left on device"), ROOT))
