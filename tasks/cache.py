@@ -56,6 +56,11 @@ def make_items(pixels: np.ndarray, sizes: list[int]) -> dict[int, np.ndarray]:
     return {size: to_item(pixels, size) for size in sizes}
 
 
+def cache_write(path: Path) -> str:
+    """What failed, in a full disk's message."""
+    return f"cannot write the image cache {path}"
+
+
 class ImageStore:
     """The items of one size: content hash -> a row of a memmapped uint8 array."""
 
@@ -80,7 +85,7 @@ class ImageStore:
         if not new:
             return
         first = None
-        with reported_disk_errors(self.data_path, f"cannot add to the image cache {self.data_path}"):
+        with reported_disk_errors(self.data_path, cache_write(self.data_path)):
             self.folder.mkdir(parents=True, exist_ok=True)
             try:
                 with self.data_path.open("ab") as data:
@@ -91,15 +96,16 @@ class ImageStore:
                         data.write(item.tobytes())
                     data.flush()
                     os.fsync(data.fileno())
-            except OSError:
-                if first is not None:  # a full disk: the rows written so far go, as the index never had them
+                rows = self.rows | {key: first + offset for offset, key in enumerate(new)}
+                self.write_index(rows)
+            except Exception:
+                if first is not None:  # a full disk, say: the rows go, as no index names them
                     os.truncate(self.data_path, first * self.row_bytes)
                 raise
-        self.rows |= {key: first + offset for offset, key in enumerate(new)}
-        self.write_index(self.rows)
+        self.rows = rows
 
     def write_index(self, rows: dict[str, int]) -> None:
-        with atomic_file(self.index_path) as partial:
+        with atomic_file(self.index_path, cache_write(self.index_path)) as partial:
             partial.write_text(json.dumps(rows))
 
     def pixels(self) -> np.ndarray:
@@ -116,7 +122,7 @@ class ImageStore:
             return 0
         kept = [key for key in self.rows if key in keep]
         source = self.pixels()
-        with atomic_file(self.data_path) as partial, partial.open("wb") as data:
+        with atomic_file(self.data_path, cache_write(self.data_path)) as partial, partial.open("wb") as data:
             for key in kept:
                 data.write(np.asarray(source[self.rows[key]]).tobytes())
             data.flush()

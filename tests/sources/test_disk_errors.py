@@ -7,13 +7,10 @@ retried."""
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import os
 import re
 import shlex
-import shutil
-import subprocess
 import sys
 import zipfile
 
@@ -29,9 +26,9 @@ from foldwise.tasks.ingest import is_transient
 from foldwise.tasks.sources import FetchSummary, fetch
 from tests.code.test_cli_errors import assert_one_error_line, foldwise_env
 from tests.conftest import CONFIGS, ROOT, TINY_TRAINING
+from tests.sources.namespaces import in_namespace, needs_namespaces, read_only, tmpfs
 from tests.sources.standin import planet_files, zip_bytes
 
-NAMESPACES = ["unshare", "--user", "--map-root-user", "--mount"]
 FREE_SPACE = re.compile(r"\(\d+(\.\d)? (B|KiB|MiB) free on its file system\)")  # a tiny tmpfs
 # Pulls once and prints the outcome, and what is left under a folder (seen only inside the namespace).
 PULL_ONCE = """
@@ -50,25 +47,15 @@ print(json.dumps(outcome))
 """
 
 
-@functools.cache
-def namespaces_work() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    return subprocess.run([*NAMESPACES, "true"], capture_output=True).returncode == 0
-
-
 @pytest.fixture(autouse=True)
 def _needs_namespaces():
-    if not namespaces_work():
-        pytest.skip("needs unprivileged user and mount namespaces (`unshare --user --map-root-user --mount`)")
+    needs_namespaces()
 
 
 def pull_in_namespace(mounts: list[list[str]], watched, overrides: list[str]) -> dict:
     """`fetch` in a subprocess after the mount commands ran in its own mount namespace."""
-    setup = " && ".join(shlex.join(mount) for mount in mounts)
-    command = [*NAMESPACES, "sh", "-c", f'{setup} && exec "$@"', "sh", sys.executable, "-c", PULL_ONCE]
-    command += [str(watched), str(CONFIGS / "planet.toml"), *overrides]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    command = [sys.executable, "-c", PULL_ONCE, str(watched), str(CONFIGS / "planet.toml"), *overrides]
+    result = in_namespace(mounts, command, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -93,11 +80,8 @@ def remote_archive(tmp_path, files: dict[str, bytes]):
 def test_a_full_disk_while_extracting_keeps_the_download_and_leaves_nothing(tmp_path):
     archive = remote_archive(tmp_path, {**planet_files(), "big.bin": os.urandom(1 << 20)})
     small = tmp_path / "small"  # a 256 KiB file system holds the source folder and its staging
-    small.mkdir()
     settings = overrides(tmp_path, f"file://{archive}", small / "source")
-    outcome = pull_in_namespace(
-        [["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)]], small, settings
-    )
+    outcome = pull_in_namespace([tmpfs(small, "256k")], small, settings)
     assert outcome["error"] == "DiskError"
     assert outcome["message"].startswith(f"cannot place planet.zip into {small / 'source'}: No space left")
     assert FREE_SPACE.search(outcome["message"]), outcome["message"]
@@ -113,14 +97,10 @@ def test_a_read_only_folder_in_the_target_stops_extraction_before_anything_is_mo
     files = {**planet_files(), "zz-extra/notes.txt": b"moved last"}
     archive = remote_archive(tmp_path, files)
     source = tmp_path / "source"
-    read_only = source / "zz-extra"
-    read_only.mkdir(parents=True)
-    mounts = [
-        ["mount", "--bind", str(read_only), str(read_only)],
-        ["mount", "-o", "remount,bind,ro", str(read_only)],
-    ]
+    extra = source / "zz-extra"
+    extra.mkdir(parents=True)
     settings = overrides(tmp_path, f"file://{archive}", source)
-    outcome = pull_in_namespace(mounts, source, settings)
+    outcome = pull_in_namespace(read_only(extra), source, settings)
     assert outcome["error"] == "DiskError"
     assert outcome["message"].startswith(f"cannot place planet.zip into {source}: Read-only file system")
     assert "free on its file system); make it writable for this user" in outcome["message"]
@@ -132,9 +112,8 @@ def test_a_read_only_folder_in_the_target_stops_extraction_before_anything_is_mo
 def test_a_full_disk_while_downloading_says_so_and_leaves_no_partial_file(tmp_path):
     archive = remote_archive(tmp_path, {"big.bin": os.urandom(1 << 20)})
     home = tmp_path / "home"
-    home.mkdir()
     outcome = pull_in_namespace(
-        [["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(home)]],
+        [tmpfs(home, "256k")],
         home,
         overrides(tmp_path, f"file://{archive}", tmp_path / "source"),
     )
@@ -146,11 +125,6 @@ def test_a_full_disk_while_downloading_says_so_and_leaves_no_partial_file(tmp_pa
 
 
 # A full disk inside a run, through the command line: one line, a failed run, nothing half-written -------
-
-
-def tmpfs(folder, size: str) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    return ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
 
 
 def foldwise_run_in_namespace(tmp_path, database_url: str, mount: list[str], *settings: str, timeout: float):
@@ -166,18 +140,8 @@ def foldwise_run_in_namespace(tmp_path, database_url: str, mount: list[str], *se
     ]
     command = [sys.executable, "-m", "foldwise", "run", "--config", str(CONFIGS / "demo.toml")]
     command += [part for override in overrides for part in ("--set", override)]
-    script = (
-        f'{shlex.join(mount)} && {{ "$@"; status=$?; '
-        f"find {shlex.quote(watched)} -type f -printf '%P %s\\n' > {shlex.quote(str(listing))}; exit $status; }}"
-    )
-    result = subprocess.run(
-        [*NAMESPACES, "sh", "-c", script, "sh", *command],
-        env=foldwise_env(tmp_path),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+    listed = f"find {shlex.quote(watched)} -type f -printf '%P %s\\n' > {shlex.quote(str(listing))}"
+    result = in_namespace([mount], command, listed, env=foldwise_env(tmp_path), cwd=ROOT, timeout=timeout)
     left = dict(line.rsplit(" ", 1) for line in listing.read_text().splitlines())
     return result, {name: int(size) for name, size in left.items()}
 
@@ -216,7 +180,7 @@ def test_a_full_disk_during_the_pull_is_one_line_and_not_retried(tmp_path, datab
         "source.retry_delay_seconds=600",
         timeout=240,
     )
-    assert_one_error_line(result, f"error: cannot add to the image cache {cache}/")
+    assert_one_error_line(result, f"error: cannot write the image cache {cache}/")
     assert "No space left on device (" in result.stderr and FREE_SPACE.search(result.stderr), result.stderr
     assert set(left.values()) <= {0} and not [
         name for name in left if "partial" in name
