@@ -129,20 +129,16 @@ def score_pull(
 
 def score_unscored_pulls(config: FoldwiseConfig, run_id: int, pull: PullSummary) -> list[PrequentialScore]:
     """The champion scores each pull since its own whose new samples no champion scored: the run's
-    `pull`, and those `foldwise ingest` made since the last run. None without a champion."""
+    `pull`, and those `foldwise ingest` made since the last run. Nothing without a champion."""
     log = get_logger(__name__)
     with session_scope(config.resolved_database_url()) as session:
         champion_id = registry_store.current_champion(session=session)
-        pull_ids = (
-            prequential_store.unscored_pulls(
-                session=session, champion_run_id=champion_id, up_to_pull_id=pull.pull_id
-            )
-            if champion_id is not None
-            else []
+        if champion_id is None:
+            log.info("no prequential score for pull %d: no champion yet", pull.pull_id)
+            return []
+        pull_ids = prequential_store.unscored_pulls(
+            session=session, champion_run_id=champion_id, up_to_pull_id=pull.pull_id
         )
-    if champion_id is None:
-        log.info("no prequential score for pull %d: no champion yet", pull.pull_id)
-        return []
     if not pull_ids:
         log.info(
             "no prequential score for pull %d: no pull since champion run %d added a labeled sample "
