@@ -120,9 +120,20 @@ def kaggle_api():
     return api
 
 
-def kaggle_download(config: FoldwiseConfig, folder: Path) -> None:
+def changed_files(folder: Path, before: dict[str, list[int]]) -> list[Path]:
+    """The files of `folder` that are new or changed since `before` (name -> file_stamp)."""
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.name != MARKER and before.get(path.name) != file_stamp(path)
+    )
+
+
+def kaggle_download(config: FoldwiseConfig, folder: Path) -> list[str]:
+    """Download what changed (the client's own check); the names of the files it wrote."""
     import requests
 
+    before = {path.name: file_stamp(path) for path in folder.iterdir() if path.is_file()}
     source = config.source
     what = f"competition {source.competition}" if source.competition else f"dataset {source.dataset}"
     api = kaggle_api()
@@ -138,16 +149,19 @@ def kaggle_download(config: FoldwiseConfig, folder: Path) -> None:
                 api.dataset_download_files(source.dataset, path=str(folder), quiet=True)
     except requests.HTTPError as error:
         raise kaggle_error(error, what) from None
+    except requests.RequestException as error:  # an OSError too: before the disk's
+        raise TransientSourceError(f"cannot reach Kaggle for {what}: {redact(str(error))}") from None
     except OSError as error:
         if not is_disk_error(error):
             raise
+        for path in changed_files(folder, before):  # what the client wrote, in part: nothing half-written
+            path.unlink()
         raise disk_error(
             error, folder, f"cannot download {what} into {folder}", "Nothing was ingested"
         ) from None
-    except requests.RequestException as error:
-        raise TransientSourceError(f"cannot reach Kaggle for {what}: {redact(str(error))}") from None
     if printed.getvalue().strip():
         get_logger(__name__).debug("kaggle: %s", redact(printed.getvalue().strip()))
+    return [path.name for path in changed_files(folder, before)]
 
 
 def remote_stamp(info: dict[str, Any]) -> str:
@@ -278,13 +292,7 @@ def fetch(config: FoldwiseConfig) -> FetchSummary:
     marker = read_marker(folder)
     summary = FetchSummary()
     if source.kind == "kaggle":
-        before = {p.name: file_stamp(p) for p in folder.iterdir() if p.is_file()}
-        kaggle_download(config, folder)
-        summary.downloaded = sorted(
-            p.name
-            for p in folder.iterdir()
-            if p.is_file() and p.name != MARKER and before.get(p.name) != file_stamp(p)
-        )
+        summary.downloaded = kaggle_download(config, folder)
     else:
         summary.downloaded = url_download(config, folder, marker)
     write_marker(folder, marker)

@@ -27,7 +27,8 @@ from foldwise.tasks.sources import FetchSummary, fetch
 from tests.code.test_cli_errors import assert_one_error_line, foldwise_env
 from tests.conftest import CONFIGS, ROOT, TINY_TRAINING
 from tests.sources.namespaces import in_namespace, needs_namespaces, read_only, tmpfs
-from tests.sources.standin import planet_files, zip_bytes
+from tests.sources.standin import KaggleStandIn, planet_files, zip_bytes
+from tests.sources.test_kaggle import COMPETITION, KEY, USERNAME
 
 FREE_SPACE = re.compile(r"\(\d+(\.\d)? (B|KiB|MiB) free on its file system\)")  # a tiny tmpfs
 # Pulls once and prints the outcome, and what is left under a folder (seen only inside the namespace).
@@ -196,3 +197,48 @@ def test_a_full_disk_and_a_refused_write_are_never_transient():
     for number in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
         assert not is_transient(OSError(number, os.strerror(number)))
     assert not is_transient(disk_error(OSError(errno.ENOSPC, "No space left on device"), ROOT))
+
+
+# Pulls from the Kaggle stand-in once (its endpoint patched in, as the `standin` fixture does).
+KAGGLE_PULL_ONCE = """
+import sys
+from kagglesdk import kaggle_env
+from foldwise.config import load_config
+from foldwise.tasks.sources import fetch
+kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.LOCAL] = sys.argv[1]
+try:
+    fetch(load_config(sys.argv[2], sys.argv[3:]))
+except Exception as error:
+    print(f"{type(error).__name__}: {error}")
+"""
+
+
+def test_a_full_disk_while_the_kaggle_client_downloads_says_so_and_leaves_nothing(tmp_path):
+    server = KaggleStandIn(USERNAME, KEY)
+    server.publish(COMPETITION, zip_bytes({**planet_files(), "big.bin": os.urandom(1 << 20)}))
+    home = tmp_path / "home"
+    env = os.environ | {
+        "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+        "KAGGLE_CONFIG_DIR": str(tmp_path / "kaggle-config"),
+        "KAGGLE_USERNAME": USERNAME,
+        "KAGGLE_KEY": KEY,
+    }
+    env.pop("KAGGLE_API_TOKEN", None)
+    settings = [
+        "source.kind=kaggle",
+        f"source.competition={COMPETITION}",
+        f"source.path={tmp_path / 'source'}",
+        f"data_home={home}",
+        f"database_url=sqlite:///{tmp_path / 'f.db'}",
+    ]
+    command = [sys.executable, "-c", KAGGLE_PULL_ONCE, server.url, str(CONFIGS / "planet.toml"), *settings]
+    listed = f"find {shlex.quote(str(home))} -type f > {shlex.quote(str(tmp_path / 'left.txt'))}"
+    try:
+        result = in_namespace([tmpfs(home, "256k")], command, listed, env=env, cwd=ROOT, timeout=120)
+    finally:
+        server.close()
+    error = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
+    folder = home / "downloads" / "kaggle" / COMPETITION
+    assert error.startswith(f"DiskError: cannot download competition {COMPETITION} into {folder}: "), error
+    assert "No space left on device (" in error and "Nothing was ingested" in error
+    assert (tmp_path / "left.txt").read_text() == ""  # no partial archive
