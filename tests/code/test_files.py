@@ -1,17 +1,19 @@
 """Files written whole: a failed write leaves neither the file nor its temporary copy, and a full disk or a
 refused write is one DiskError naming the path and its free space (a real full disk: tests/sources/
-test_disk_errors.py)."""
+test_disk_errors.py); neither is ever retried as transient."""
 
 from __future__ import annotations
 
 import errno
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from foldwise.errors import DiskError, disk_error
 from foldwise.files import atomic_file, partial_path
+from foldwise.tasks.ingest import is_transient
 from foldwise.units import byte_size
 
 
@@ -53,3 +55,10 @@ def test_other_errors_pass_unchanged_and_leave_nothing(tmp_path):
 def test_the_free_space_of_a_path_not_there_yet_is_that_of_its_nearest_folder(tmp_path):
     error = disk_error(OSError(errno.ENOSPC, "No space left on device"), tmp_path / "a" / "b" / "c")
     assert "unknown space" not in str(error) and "free on its file system" in str(error)
+
+
+def test_a_full_disk_and_a_refused_write_are_never_transient():
+    assert is_transient(OSError(errno.EIO, "I/O error")) and is_transient(ConnectionResetError())
+    for number in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+        assert not is_transient(OSError(number, os.strerror(number)))
+    assert not is_transient(disk_error(OSError(errno.ENOSPC, "No space left on device"), Path.cwd()))

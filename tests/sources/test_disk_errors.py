@@ -6,7 +6,6 @@ retried."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -20,9 +19,7 @@ from sqlalchemy import func, select
 from foldwise.config import load_config
 from foldwise.db.models import DataPull, Run
 from foldwise.db.session import session_scope
-from foldwise.errors import disk_error
 from foldwise.tasks.demo import deliver_drop
-from foldwise.tasks.ingest import is_transient
 from foldwise.tasks.sources import FetchSummary, fetch
 from tests.code.test_cli_errors import assert_one_error_line, foldwise_env
 from tests.conftest import CONFIGS, ROOT, TINY_TRAINING
@@ -190,13 +187,6 @@ def test_a_full_disk_during_the_pull_is_one_line_and_not_retried(tmp_path, datab
     assert run.status == "failed" and f"error: {run.reason}\n" in result.stderr
     with session_scope(database_url) as session:
         assert session.scalar(select(func.count()).select_from(DataPull)) == 0  # the pull wrote nothing
-
-
-def test_a_full_disk_and_a_refused_write_are_never_transient():
-    assert is_transient(OSError(errno.EIO, "I/O error")) and is_transient(ConnectionResetError())
-    for number in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
-        assert not is_transient(OSError(number, os.strerror(number)))
-    assert not is_transient(disk_error(OSError(errno.ENOSPC, "No space left on device"), ROOT))
 
 
 # Pulls from the Kaggle stand-in once (its endpoint patched in, as the `standin` fixture does).
