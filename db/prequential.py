@@ -1,4 +1,5 @@
-"""Data access for prequential scores: which samples a pull brought, and the champion's score on them."""
+"""Data access for prequential scores: which samples a pull brought, which pulls no champion scored yet,
+and the champion's score on them (one row per pull: it names the champion that scored the pull's samples)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from foldwise.db.models import ACTIVE, PrequentialScore, RunMetric, Sample, SampleEvent
+from foldwise.db.models import ACTIVE, PrequentialScore, Run, RunMetric, Sample, SampleEvent
 from foldwise.db.samples import ADDED
 
 
@@ -19,6 +20,28 @@ def added_sample_ids(*, session: Session, pull_id: int) -> list[int]:
             .join(Sample, Sample.id == SampleEvent.sample_id)
             .where(SampleEvent.pull_id == pull_id, SampleEvent.kind == ADDED, Sample.status == ACTIVE)
             .order_by(SampleEvent.sample_id)
+        )
+    )
+
+
+def unscored_pulls(*, session: Session, champion_run_id: int, up_to_pull_id: int) -> list[int]:
+    """The pulls after the champion's own (so its training never saw their samples), up to this one,
+    that added samples still in the data set and have no score yet: a run's pull, and those of
+    `foldwise ingest` since the last run. Each sample is scored once, with its pull's row."""
+    champion_pull = session.scalar(select(Run.pull_id).where(Run.id == champion_run_id)) or 0
+    return list(
+        session.scalars(
+            select(SampleEvent.pull_id)
+            .distinct()
+            .join(Sample, Sample.id == SampleEvent.sample_id)
+            .where(
+                SampleEvent.kind == ADDED,
+                Sample.status == ACTIVE,
+                SampleEvent.pull_id > champion_pull,
+                SampleEvent.pull_id <= up_to_pull_id,
+                SampleEvent.pull_id.not_in(select(PrequentialScore.pull_id)),
+            )
+            .order_by(SampleEvent.pull_id)
         )
     )
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from foldwise.db.models import ACTIVE, DataPull, Label, RejectedRow, Sample, SampleEvent, SampleLabel, utcnow
@@ -178,3 +178,17 @@ def add_rejections(*, session: Session, pull_id: int, rejections: list[dict[str,
 
 def samples_with_status(*, session: Session, status: str) -> list[Sample]:
     return list(session.scalars(select(Sample).where(Sample.status == status).order_by(Sample.key)))
+
+
+PULL_CHANGES = ("n_added", "n_updated", "n_restored", "n_quarantined", "n_retired")
+
+
+def changes_between(
+    *, session: Session, after_pull_id: int, up_to_pull_id: int
+) -> tuple[int, dict[str, int]]:
+    """How many pulls came after one, up to another, and their changes summed (by PULL_CHANGES)."""
+    columns = [func.coalesce(func.sum(getattr(DataPull, name)), 0) for name in PULL_CHANGES]
+    n_pulls, *sums = session.execute(
+        select(func.count(), *columns).where(DataPull.id > after_pull_id, DataPull.id <= up_to_pull_id)
+    ).one()
+    return n_pulls, dict(zip(PULL_CHANGES, (int(total) for total in sums), strict=True))

@@ -12,7 +12,8 @@ sees a row that is not there). Gathering a batch is one fancy-indexing copy from
 Ingest fills it as it validates images (the decode it needs anyway: an image is decoded once), so
 that after a pull every active sample is in it at every size the config needs, and reclaims the rows
 no active sample uses; `ensure_cached` adds what another model needs (the champion's sizes, for the
-gate). Writers hold the training lock.
+gate). Writers hold the training lock. A full disk while writing is a DiskError naming the store's
+file, and leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from foldwise.config import FoldwiseConfig, StageConfig
+from foldwise.files import atomic_file, reported_disk_errors
 from foldwise.tasks.images import UnreadableImage, decode_image, parallel_map, read_image_file, to_item
 from foldwise.tasks.logs import get_logger
 
@@ -54,6 +56,11 @@ def make_items(pixels: np.ndarray, sizes: list[int]) -> dict[int, np.ndarray]:
     return {size: to_item(pixels, size) for size in sizes}
 
 
+def cache_write(path: Path) -> str:
+    """What failed, in a full disk's message."""
+    return f"cannot write the image cache {path}"
+
+
 class ImageStore:
     """The items of one size: content hash -> a row of a memmapped uint8 array."""
 
@@ -77,22 +84,29 @@ class ImageStore:
         new = {key: item for key, item in items.items() if key not in self.rows}
         if not new:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with self.data_path.open("ab") as data:
-            first = data.tell() // self.row_bytes
-            data.truncate(first * self.row_bytes)  # a crash mid-append left a partial row: cut it
-            for item in new.values():
-                assert item.shape == (self.size, self.size, 3) and item.dtype == np.uint8
-                data.write(item.tobytes())
-            data.flush()
-            os.fsync(data.fileno())
-        self.rows |= {key: first + offset for offset, key in enumerate(new)}
-        self.write_index(self.rows)
+        first = None
+        with reported_disk_errors(self.data_path, cache_write(self.data_path)):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                with self.data_path.open("ab") as data:
+                    first = data.tell() // self.row_bytes
+                    data.truncate(first * self.row_bytes)  # a crash mid-append left a partial row: cut it
+                    for item in new.values():
+                        assert item.shape == (self.size, self.size, 3) and item.dtype == np.uint8
+                        data.write(item.tobytes())
+                    data.flush()
+                    os.fsync(data.fileno())
+                rows = self.rows | {key: first + offset for offset, key in enumerate(new)}
+                self.write_index(rows)
+            except Exception:
+                if first is not None:  # a full disk, say: the rows go, as no index names them
+                    os.truncate(self.data_path, first * self.row_bytes)
+                raise
+        self.rows = rows
 
     def write_index(self, rows: dict[str, int]) -> None:
-        partial = self.index_path.with_name(f".{self.index_path.name}.partial")
-        partial.write_text(json.dumps(rows))
-        os.replace(partial, self.index_path)
+        with atomic_file(self.index_path, cache_write(self.index_path)) as partial:
+            partial.write_text(json.dumps(rows))
 
     def pixels(self) -> np.ndarray:
         """Every row, memory-mapped (read-only): N x size x size x 3."""
@@ -108,14 +122,12 @@ class ImageStore:
             return 0
         kept = [key for key in self.rows if key in keep]
         source = self.pixels()
-        partial = self.data_path.with_name(f".{self.data_path.name}.partial")
-        with partial.open("wb") as data:
+        with atomic_file(self.data_path, cache_write(self.data_path)) as partial, partial.open("wb") as data:
             for key in kept:
                 data.write(np.asarray(source[self.rows[key]]).tobytes())
             data.flush()
             os.fsync(data.fileno())
         del source
-        os.replace(partial, self.data_path)
         self.rows = {key: row for row, key in enumerate(kept)}
         self.write_index(self.rows)
         return len(unused)

@@ -1,8 +1,8 @@
 """A trained ensemble on disk: where its files live, how they are read, which one is champion.
 
 Weights are only ever read as plain tensors (safetensors, or torch.load with weights_only=True):
-a file that would need unpickling code is refused. Files are written whole (a temporary name, then
-a rename) before the DB rows that refer to them; a file no row refers to is a crash's leftover and
+a file that would need unpickling code is refused. Files are written whole (`foldwise.files.atomic_file`:
+a temporary name, then a rename) before the DB rows that refer to them; a file no row refers to is a crash's leftover and
 is removed by the next run.
 """
 
@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
 from foldwise.config import FoldwiseConfig, StageConfig
@@ -29,6 +28,7 @@ from foldwise.db.folds import GATE_SET, load_fold_set
 from foldwise.db.models import Run
 from foldwise.db.session import session_scope
 from foldwise.errors import FoldwiseError
+from foldwise.files import atomic_file, reported_disk_errors
 from foldwise.stages import trained_stages
 from foldwise.tasks.logs import get_logger
 
@@ -42,19 +42,9 @@ def runs_folder(config: FoldwiseConfig) -> Path:
 def run_folder(config: FoldwiseConfig, run_id: int, create: bool = False) -> Path:
     folder = runs_folder(config) / str(run_id)
     if create:
-        folder.mkdir(parents=True, exist_ok=True)
+        with reported_disk_errors(folder, f"cannot create {folder}"):
+            folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; it becomes `path` only if the block succeeds."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def write_model_record(config: FoldwiseConfig, run_id: int) -> Path:
@@ -162,6 +152,19 @@ class EnsembleModel:
     def image_size(self) -> int:
         """The size its last stage trained at: what it predicts at."""
         return self.stages[-1].size
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write plain tensors as safetensors. Its I/O errors come as a SafetensorError that gives the OS
+    error only in its text ('... No space left on device (os error 28)'): raised as that OSError."""
+    try:
+        save_file(state, str(path))
+    except SafetensorError as error:
+        code = re.search(r"\(os error (\d+)\)", str(error))
+        if code is None:
+            raise
+        number = int(code[1])
+        raise OSError(number, os.strerror(number), str(path)) from None
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -21,9 +21,10 @@ from foldwise.db import folds as fold_store
 from foldwise.db import samples as sample_store
 from foldwise.db import training as training_store
 from foldwise.db.session import session_scope, write_with_retries
+from foldwise.files import atomic_file
 from foldwise.tasks.batches import multi_hot
 from foldwise.tasks.cache import CachedImage, ImageCache, ensure_cached, item_size, item_sizes
-from foldwise.tasks.ensemble import atomic_file, run_folder
+from foldwise.tasks.ensemble import run_folder
 from foldwise.tasks.logs import get_logger
 
 

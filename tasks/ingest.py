@@ -26,6 +26,7 @@ from foldwise.config import FoldwiseConfig
 from foldwise.db import samples as sample_store
 from foldwise.db.models import utcnow
 from foldwise.db.session import ensure_schema, session_scope
+from foldwise.errors import is_disk_error
 from foldwise.tasks.cache import reclaim
 from foldwise.tasks.image_checks import extreme_aspect_ratios, hold_arriving, inspect_images
 from foldwise.tasks.label_files import Rejection, SourceRows, read_source
@@ -39,8 +40,11 @@ PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, No
 
 
 def is_transient(error: BaseException) -> bool:
-    """Worth retrying: I/O and network hiccups. Not: data or settings that the user must fix."""
-    return isinstance(error, OSError) and not isinstance(error, PERMANENT_OS_ERRORS)
+    """Worth retrying: I/O and network hiccups. Not: data or settings that the user must fix, nor a full
+    disk or a refused write (waiting a minute frees no space)."""
+    return (
+        isinstance(error, OSError) and not isinstance(error, PERMANENT_OS_ERRORS) and not is_disk_error(error)
+    )
 
 
 @dataclass

@@ -6,9 +6,12 @@ support, precision, recall, F1 and F-beta, and the label-frequency shift of the 
 of the new samples against its share of the rest of the data set). A score worse than the champion's
 out-of-fold score by more than `alerts.prequential_drop` alerts.
 
-Only samples the pull added count: a sample whose labels or image changed keeps a key (and often an
-image) the champion trained on. Labels the champion does not know count as never predicted. Best
-effort: a failure is a warning in the log and the run goes on to train; the record is one transaction.
+Only samples a pull added count: a sample whose labels or image changed keeps a key (and often an
+image) the champion trained on. A run scores every pull since the champion's own that no champion
+scored yet: its own, and those of `foldwise ingest` since the last run, each with its own record (which
+names the champion that scored the pull's samples). Labels the champion does not know count as never
+predicted. Best effort: a failure is a warning in the log and the run goes on to train; each pull's
+record is one transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from foldwise.db import registry as registry_store
 from foldwise.db import samples as sample_store
 from foldwise.db.session import session_scope
 from foldwise.tasks import alerts
-from foldwise.tasks.ensemble import load_model
+from foldwise.tasks.ensemble import EnsembleModel, load_model
 from foldwise.tasks.evaluate import evaluate
 from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.logs import get_logger
@@ -69,24 +72,16 @@ def label_shift(new: Sequence[frozenset[str]], rest: Sequence[frozenset[str]]) -
     }
 
 
-def score_pull(config: FoldwiseConfig, run_id: int, pull: PullSummary) -> PrequentialScore | None:
-    """Score the champion on the samples `pull` added, and record it; None (and why, in the log) when
-    there is no champion or no new sample."""
-    log, url = get_logger(__name__), config.resolved_database_url()
+def score_pull(
+    config: FoldwiseConfig, run_id: int, pull_id: int, champion: EnsembleModel
+) -> PrequentialScore:
+    """Score the champion on the samples `pull_id` added (still in the data set), and record it."""
+    url = config.resolved_database_url()
     with session_scope(url) as session:
-        champion_id = registry_store.current_champion(session=session)
-        new_ids = prequential_store.added_sample_ids(session=session, pull_id=pull.pull_id)
+        added = set(prequential_store.added_sample_ids(session=session, pull_id=pull_id))
         samples = sample_store.stored_samples(session=session, active_only=True)
-    if champion_id is None:
-        log.info("no prequential score for pull %d: no champion yet", pull.pull_id)
-        return None
-    if not new_ids:
-        log.info("no prequential score for pull %d: it added no labeled sample", pull.pull_id)
-        return None
-    added = set(new_ids)
     new = sorted((s for s in samples.values() if s.id in added), key=lambda s: s.id)
     rest = [s.labels for s in samples.values() if s.id not in added]
-    champion = load_model(config, champion_id)
     unknown = sorted({label for s in new for label in s.labels} - set(champion.vocab))
     labels = [*champion.vocab, *unknown]
     # Unknown labels: probability 0 against a threshold of 1, never predicted.
@@ -97,8 +92,8 @@ def score_pull(config: FoldwiseConfig, run_id: int, pull: PullSummary) -> Preque
     score = metrics.score(probabilities >= thresholds, truth, config.thresholds)
     per_class = evaluate(probabilities, truth, thresholds, labels, config.thresholds.beta).classes
     result = PrequentialScore(
-        pull_id=pull.pull_id,
-        champion_run_id=champion_id,
+        pull_id=pull_id,
+        champion_run_id=champion.run_id,
         metric=metrics.name(config.thresholds),
         score=score,
         n_samples=len(new),
@@ -111,9 +106,9 @@ def score_pull(config: FoldwiseConfig, run_id: int, pull: PullSummary) -> Preque
     with session_scope(url) as session:
         prequential_store.add_score(
             session=session,
-            pull_id=pull.pull_id,
+            pull_id=pull_id,
             run_id=run_id,
-            champion_run_id=champion_id,
+            champion_run_id=champion.run_id,
             metric=config.thresholds.metric,
             beta=config.thresholds.beta,
             score=score,
@@ -121,15 +116,39 @@ def score_pull(config: FoldwiseConfig, run_id: int, pull: PullSummary) -> Preque
             classes=[asdict(c) for c in result.classes],
             label_shift=result.label_shift,
         )
-    log.info(
+    get_logger(__name__).info(
         "prequential score of pull %d: champion run %d scored %s %.4f on its %d new labeled samples",
-        pull.pull_id,
-        champion_id,
+        pull_id,
+        champion.run_id,
         result.metric,
         score,
         len(new),
     )
     return result
+
+
+def score_unscored_pulls(config: FoldwiseConfig, run_id: int, pull: PullSummary) -> list[PrequentialScore]:
+    """The champion scores each pull since its own whose new samples no champion scored: the run's
+    `pull`, and those `foldwise ingest` made since the last run. Nothing without a champion."""
+    log = get_logger(__name__)
+    with session_scope(config.resolved_database_url()) as session:
+        champion_id = registry_store.current_champion(session=session)
+        if champion_id is None:
+            log.info("no prequential score for pull %d: no champion yet", pull.pull_id)
+            return []
+        pull_ids = prequential_store.unscored_pulls(
+            session=session, champion_run_id=champion_id, up_to_pull_id=pull.pull_id
+        )
+    if not pull_ids:
+        log.info(
+            "no prequential score for pull %d: no pull since champion run %d added a labeled sample "
+            "that is not scored yet",
+            pull.pull_id,
+            champion_id,
+        )
+        return []
+    champion = load_model(config, champion_id)
+    return [score_pull(config, run_id, pull_id, champion) for pull_id in pull_ids]
 
 
 def alert_on_drop(config: FoldwiseConfig, result: PrequentialScore) -> None:
@@ -149,17 +168,17 @@ def alert_on_drop(config: FoldwiseConfig, result: PrequentialScore) -> None:
         alerts.send(config, alert)
 
 
-def score_new_samples(config: FoldwiseConfig, run_id: int, pull: PullSummary) -> PrequentialScore | None:
+def score_new_samples(config: FoldwiseConfig, run_id: int, pull: PullSummary) -> list[PrequentialScore]:
     """The run's step after the pull: score, record, alert. Never raises: training goes on."""
     try:
-        result = score_pull(config, run_id, pull)
+        results = score_unscored_pulls(config, run_id, pull)
     except Exception as error:  # any failure: the field score is worth a warning, not the run
         get_logger(__name__).warning(
             "prequential score of pull %d not recorded: %s (the run goes on)",
             pull.pull_id,
             describe_error(error),
         )
-        return None
-    if result is not None:
+        return []
+    for result in results:
         alert_on_drop(config, result)
-    return result
+    return results

@@ -38,8 +38,9 @@ from foldwise.db import training as training_store
 from foldwise.db.models import FoldResult, Run, utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.errors import FoldwiseError
+from foldwise.files import atomic_file
 from foldwise.tasks.cache import item_sizes
-from foldwise.tasks.ensemble import MODEL_RECORD, ModelError, atomic_file, load_model, run_folder, runs_folder
+from foldwise.tasks.ensemble import MODEL_RECORD, ModelError, load_model, run_folder, runs_folder
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.predict import model_item_size
 from foldwise.tasks.runs import training_lock

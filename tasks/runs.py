@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig
+from foldwise.db import samples as sample_store
 from foldwise.db import training as training_store
 from foldwise.db.models import TrainingLock
 from foldwise.db.session import ensure_schema, session_scope
@@ -338,17 +339,24 @@ def phase(config: FoldwiseConfig, run_id: int, name: str) -> Iterator[None]:
 
 
 def decide(config: FoldwiseConfig, pull: PullSummary, force: bool) -> Decision:
-    """Train unless nothing changed since the last successful run (and a model exists)."""
+    """Train unless nothing changed since the last successful run (and a model exists). The reason
+    counts every pull since that run's, those of `foldwise ingest` too, not only this run's."""
     with session_scope(config.resolved_database_url()) as session:
         last = training_store.last_succeeded_run(session=session)
         last_id, last_version = (last.id, last.dataset_version) if last else (None, None)
+        n_pulls, changes = sample_store.changes_between(
+            session=session, after_pull_id=(last.pull_id or 0) if last else 0, up_to_pull_id=pull.pull_id
+        )
     if force:
         return Decision(True, "forced")
     if last_id is None:
         return Decision(True, "no model yet")
     if last_version == pull.dataset_version:
         return Decision(False, f"no new data since run {last_id} (data set version {last_version})")
-    return Decision(True, f"data changed since run {last_id}: {pull.change_summary()}")
+    in_pulls = f" (in {n_pulls} pulls)" if n_pulls > 1 else ""
+    return Decision(
+        True, f"data changed since run {last_id}: {replace(pull, **changes).change_summary()}{in_pulls}"
+    )
 
 
 def skip_run(config: FoldwiseConfig, run_id: int, pull: PullSummary | None, reason: str) -> RunSummary:

@@ -19,13 +19,15 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from foldwise import secrets
 from foldwise.config import FoldwiseConfig, SourceConfig
-from foldwise.errors import FoldwiseError
+from foldwise.errors import NO_SPACE, FoldwiseError, disk_error, is_disk_error
+from foldwise.files import atomic_file, partial_path
 from foldwise.tasks.archives import CorruptArchive, extract, is_archive
 from foldwise.tasks.logs import get_logger
 
@@ -77,7 +79,8 @@ def read_marker(folder: Path) -> dict[str, Any]:
 
 
 def write_marker(folder: Path, marker: dict[str, Any]) -> None:
-    (folder / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
+    with atomic_file(folder / MARKER) as partial:
+        partial.write_text(json.dumps(marker, indent=1, sort_keys=True))
 
 
 def file_stamp(path: Path) -> list[int]:
@@ -117,9 +120,20 @@ def kaggle_api():
     return api
 
 
-def kaggle_download(config: FoldwiseConfig, folder: Path) -> None:
+def changed_files(folder: Path, before: dict[str, list[int]]) -> list[Path]:
+    """The files of `folder` that are new or changed since `before` (name -> file_stamp)."""
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.name != MARKER and before.get(path.name) != file_stamp(path)
+    )
+
+
+def kaggle_download(config: FoldwiseConfig, folder: Path) -> list[str]:
+    """Download what changed (the client's own check); the names of the files it wrote."""
     import requests
 
+    before = {path.name: file_stamp(path) for path in folder.iterdir() if path.is_file()}
     source = config.source
     what = f"competition {source.competition}" if source.competition else f"dataset {source.dataset}"
     api = kaggle_api()
@@ -135,10 +149,19 @@ def kaggle_download(config: FoldwiseConfig, folder: Path) -> None:
                 api.dataset_download_files(source.dataset, path=str(folder), quiet=True)
     except requests.HTTPError as error:
         raise kaggle_error(error, what) from None
-    except requests.RequestException as error:
+    except requests.RequestException as error:  # an OSError too: before the disk's
         raise TransientSourceError(f"cannot reach Kaggle for {what}: {redact(str(error))}") from None
+    except OSError as error:
+        if not is_disk_error(error):
+            raise
+        for path in changed_files(folder, before):  # what the client wrote, in part: nothing half-written
+            path.unlink()
+        raise disk_error(
+            error, folder, f"cannot download {what} into {folder}", "Nothing was ingested"
+        ) from None
     if printed.getvalue().strip():
         get_logger(__name__).debug("kaggle: %s", redact(printed.getvalue().strip()))
+    return [path.name for path in changed_files(folder, before)]
 
 
 def remote_stamp(info: dict[str, Any]) -> str:
@@ -146,7 +169,8 @@ def remote_stamp(info: dict[str, Any]) -> str:
     return json.dumps({key: str(info[key]) for key in keys if key in info}, sort_keys=True)
 
 
-LOCAL_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# Errors that can only be this machine's (a remote's refusal may come as EACCES: its filename tells).
+LOCAL_DISK_ERRORS = NO_SPACE | {errno.EROFS}
 
 
 def is_connection_problem(error: BaseException) -> bool:
@@ -159,16 +183,13 @@ def is_connection_problem(error: BaseException) -> bool:
     return type(error).__module__.split(".")[0] == "aiohttp"  # a server that hung up, a cut payload
 
 
-def disk_error(error: OSError, doing: str, kept: str) -> SourceError:
-    """A file system error of this machine (disk full, permissions) as it is, and what to do."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        advice = "no space left there: free some space"
-    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        advice = "no permission to write there: make it writable"
-    else:
-        advice = "fix what the error says"
+def local_error(error: OSError, folder: Path, doing: str, kept: str) -> FoldwiseError:
+    """An error of this machine's file system under `folder`: a full disk or a refused write as a
+    DiskError (the path, its free space), any other as it is."""
+    if is_disk_error(error):
+        return disk_error(error, folder, doing, kept)
     where = f" ({error.filename})" if error.filename else ""
-    return SourceError(f"{doing}: {error.strerror or error}{where}; {advice}. {kept}")
+    return SourceError(f"{doing}: {error.strerror or error}{where}; fix what the error says. {kept}")
 
 
 def url_error(error: Exception, url: str, folder: Path) -> Exception:
@@ -177,7 +198,7 @@ def url_error(error: Exception, url: str, folder: Path) -> Exception:
     if isinstance(error, OSError) and (
         error.errno in LOCAL_DISK_ERRORS or str(error.filename or "").startswith(str(folder))
     ):
-        return disk_error(error, f"cannot download {where} into {folder}", "Nothing was ingested")
+        return local_error(error, folder, f"cannot download {where} into {folder}", "Nothing was ingested")
     # fsspec's HTTP file system raises FileNotFoundError for any failure to get a file's details
     # (a refused connection and a 503 too), with the real error as its cause.
     cause = error.__cause__ if isinstance(error, FileNotFoundError) and error.__cause__ else error
@@ -215,7 +236,7 @@ def url_download(config: FoldwiseConfig, folder: Path, marker: dict[str, Any]) -
             if marker["downloaded"].get(relative) == stamp and local.is_file():
                 continue
             local.parent.mkdir(parents=True, exist_ok=True)
-            partial = local.with_name(local.name + ".partial")
+            partial = partial_path(local)
             try:
                 fs.get(entry, str(partial))
                 partial.replace(local)
@@ -237,13 +258,16 @@ def place_downloads(folder: Path, source: SourceConfig, marker: dict[str, Any]) 
         relative = path.relative_to(folder).as_posix()
         if marker["extracted"].get(relative) == file_stamp(path):
             continue
+        doing = f"cannot place {path.name} into {source.path}"
+        kept = f"The download is kept in {folder}: the next pull places it again"
         try:
             if is_archive(path.name):
                 extract(path, source.path, source)
             else:
                 destination = source.path / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                destination.write_bytes(path.read_bytes())
+                with atomic_file(destination, doing, kept) as partial:
+                    shutil.copyfile(path, partial)
         except CorruptArchive as error:
             path.unlink()
             marker["downloaded"].pop(relative, None)
@@ -251,11 +275,7 @@ def place_downloads(folder: Path, source: SourceConfig, marker: dict[str, Any]) 
                 f"{error}. The download {path} was deleted: the next pull downloads it again"
             ) from None
         except OSError as error:
-            raise disk_error(
-                error,
-                f"cannot place {path.name} into {source.path}",
-                f"The download is kept in {folder}: the next pull places it again",
-            ) from None
+            raise local_error(error, source.path, doing, kept) from None
         marker["extracted"][relative] = file_stamp(path)
         placed.append(relative)
     return placed
@@ -272,13 +292,7 @@ def fetch(config: FoldwiseConfig) -> FetchSummary:
     marker = read_marker(folder)
     summary = FetchSummary()
     if source.kind == "kaggle":
-        before = {p.name: file_stamp(p) for p in folder.iterdir() if p.is_file()}
-        kaggle_download(config, folder)
-        summary.downloaded = sorted(
-            p.name
-            for p in folder.iterdir()
-            if p.is_file() and p.name != MARKER and before.get(p.name) != file_stamp(p)
-        )
+        summary.downloaded = kaggle_download(config, folder)
     else:
         summary.downloaded = url_download(config, folder, marker)
     write_marker(folder, marker)

@@ -32,7 +32,6 @@ from fastai.metrics import accuracy_multi, skm_to_fastai
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
 from fastcore.basics import noop
-from safetensors.torch import save_file
 from sqlalchemy.exc import SQLAlchemyError
 
 from foldwise.config import ConfigError, FoldwiseConfig, StageConfig, ThresholdConfig, resolve_arch
@@ -42,15 +41,16 @@ from foldwise.db.folds import GATE_SET
 from foldwise.db.models import utcnow
 from foldwise.db.session import session_scope, write_with_retries
 from foldwise.errors import FoldwiseError
+from foldwise.files import atomic_file
 from foldwise.metrics import AVERAGES
 from foldwise.stages import trained_stages
 from foldwise.tasks.batches import CachedBatches, rarity_weights
 from foldwise.tasks.ensemble import (
     EnsembleModel,
-    atomic_file,
     load_model,
     load_weights,
     run_folder,
+    save_weights,
     warm_state,
 )
 from foldwise.tasks.fold_records import (
@@ -380,23 +380,23 @@ def train_fold(
             for name, tensor in plain_model(learn).state_dict().items()
         }
         with atomic_file(weights_path) as partial:
-            save_file(state, str(partial))
+            save_weights(state, partial)
         # One pass over each set: its validation fold (out of fold) and the gate set.
         size = stages[-1].size
         oof, gate = trainable.subset(valid), gate_set
         loaders = [prediction_batches(part, size, config, device) for part in (oof, gate)]
-        with (
-            phase(config, run_id, f"fold {fold} prediction"),
-            atomic_file(predictions_path) as partial,
-            partial.open("wb") as handle,
-        ):
+        with phase(config, run_id, f"fold {fold} prediction"):
+            oof_probabilities, gate_probabilities = (
+                predict(learn, loader, len(images.vocab)) for loader in loaders
+            )
+        with atomic_file(predictions_path) as partial, partial.open("wb") as handle:
             np.savez(
                 handle,
                 vocab=np.array(images.vocab),
                 oof_ids=oof.frame["sample_id"].to_numpy(),
-                oof=predict(learn, loaders[0], len(images.vocab)),
+                oof=oof_probabilities,
                 gate_set_ids=gate.frame["sample_id"].to_numpy(),
-                gate_set=predict(learn, loaders[1], len(images.vocab)),
+                gate_set=gate_probabilities,
             )
     finally:
         # Free GPU memory before the next fold takes it.

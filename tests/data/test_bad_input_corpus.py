@@ -45,6 +45,7 @@ from tests.data.drops import (
     noise,
     peak_memory_mib,
 )
+from tests.sources.namespaces import in_namespace, needs_namespaces, read_only, tmpfs
 
 MAX_PIXELS = 100_000_000  # the default data.max_image_pixels
 # What a case's pulls do besides adding and updating samples. Each case declares it, and the records of
@@ -888,6 +889,58 @@ def write_fails_halfway(drops):
         connection.execute(text(drop))
     summary = drops.pull()
     assert summary.n_added == 1 and summary.new_labels == ["brand-new"]
+
+
+# A full disk and a refused write: the pull runs in a subprocess with a tmpfs or a read-only mount in its way
+
+INGEST_ONCE = """
+import sys
+from pathlib import Path
+from foldwise.tasks.ingest import ingest
+from tests.conftest import tiny_demo_config
+try:
+    ingest(tiny_demo_config(Path(sys.argv[1]), sys.argv[2], *sys.argv[3:]))
+except Exception as error:
+    print(f"{type(error).__name__}: {error}")
+"""
+
+
+def pull_in_the_way(drops: CaseDrops, mounts: list[list[str]]) -> str:
+    """A pull refused by what the mounts put in its way (seen by it alone): the error it raised."""
+    needs_namespaces()
+    before = drops.counts()
+    command = [sys.executable, "-c", INGEST_ONCE, str(drops.tmp_path), drops.url, *drops.overrides]
+    result = in_namespace(mounts, command, cwd=ROOT, timeout=120)
+    assert result.returncode == 0 and result.stdout, result.stderr
+    drops.n_refused += 1
+    assert drops.counts() == before  # nothing recorded
+    return result.stdout.splitlines()[-1]
+
+
+def new_image_refused_then_pulled(drops: CaseDrops, mounts: list[list[str]]) -> str:
+    """A drop of an image the cache does not hold, whose pull the mounts refuse; the next pull, without
+    them, adds it. The error of the refused pull."""
+    drops.image("refused", noise(8, seed=99))
+    drops.drop(HEADER + "refused,zero\n")
+    error = pull_in_the_way(drops, mounts)
+    assert drops.pull().n_added == 1 and drops.status("refused") == (ACTIVE, None)
+    return error
+
+
+@case(REFUSES)
+def full_disk_under_the_image_cache(drops):
+    cache = drops.tmp_path / "cache"  # a 4 KiB tmpfs: the pull decodes every image into it again
+    error = new_image_refused_then_pulled(drops, [tmpfs(cache, "4k")])
+    assert error.startswith(f"DiskError: cannot write the image cache {cache}/"), error
+    assert "No space left on device (" in error and "free on its file system); free some space there" in error
+
+
+@case(REFUSES)
+def read_only_image_cache(drops):
+    cache = drops.tmp_path / "cache"
+    error = new_image_refused_then_pulled(drops, read_only(cache))
+    assert error.startswith(f"DiskError: cannot write the image cache {cache}/"), error
+    assert "Read-only file system (" in error and "make it writable for this user" in error
 
 
 @pytest.mark.parametrize(("bad_input", "outcome"), CASES, ids=[function.__name__ for function, _ in CASES])

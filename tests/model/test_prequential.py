@@ -13,7 +13,9 @@ from prefect.testing.utilities import prefect_test_harness
 from sklearn.metrics import fbeta_score, precision_recall_fscore_support
 from sqlalchemy import func, select
 
+from foldwise.db import prequential as prequential_store
 from foldwise.db import registry
+from foldwise.db import samples as sample_store
 from foldwise.db.models import FoldResult, PrequentialScore, Run, RunMetric
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.flows.retrain import retrain
@@ -131,7 +133,7 @@ def test_without_a_model_the_score_is_a_warning_and_nothing_is_recorded(tmp_path
     deliver_drop(config.source.path, n_images=6)
     pull = ingest(config)
     with caplog.at_level(logging.INFO):
-        assert score_new_samples(config, 1, pull) is None
+        assert score_new_samples(config, 1, pull) == []
     assert f"no prequential score for pull {pull.pull_id}: no champion yet" in caplog.text
     with session_scope(database_url) as session:  # a champion whose files retention removed
         run_id = finished_run(session, "succeeded", pull_id=pull.pull_id)
@@ -144,11 +146,63 @@ def test_without_a_model_the_score_is_a_warning_and_nothing_is_recorded(tmp_path
             promoted=True,
             reason="promoted: the first model",
         )
+    with caplog.at_level(logging.INFO):  # it trained on its own pull's samples: nothing to score
+        assert score_new_samples(config, run_id, pull) == []
+    assert f"no pull since champion run {run_id} added a labeled sample that is not scored" in caplog.text
+    deliver_drop(config.source.path, n_images=4)
+    later = ingest(config)
     with caplog.at_level(logging.WARNING):
-        assert score_new_samples(config, run_id, pull) is None
-    assert f"prequential score of pull {pull.pull_id} not recorded: run {run_id} has no model" in caplog.text
+        assert score_new_samples(config, run_id, later) == []
+    assert f"prequential score of pull {later.pull_id} not recorded: run {run_id} has no model" in caplog.text
     with session_scope(database_url) as session:
         assert session.scalar(select(func.count()).select_from(PrequentialScore)) == 0
+
+
+def test_samples_pulled_by_ingest_before_a_run_are_scored_by_it_once_and_its_reason_counts_them(
+    prefect_server, tmp_path, database_url
+):
+    config = tiny_demo_config(tmp_path, database_url, "gate.fraction=0")
+    deliver_drop(config.source.path, n_images=40)
+    first = retrain(config)
+    deliver_drop(config.source.path, n_images=10)
+    by_ingest = ingest(config)  # `foldwise ingest` between runs: no run, no score yet
+    deliver_drop(config.source.path, n_images=6)  # the run's own pull brings these
+    second = retrain(config)
+    with session_scope(database_url) as session:  # the second run, if its gate promoted it
+        champion_before_third = registry.current_champion(session=session)
+    deliver_drop(config.source.path, n_images=5)
+    by_ingest_later = ingest(config)
+    third = retrain(config)
+
+    with session_scope(database_url) as session:
+        runs = {run.id: run for run in session.scalars(select(Run))}
+        rows = session.scalars(select(PrequentialScore).order_by(PrequentialScore.pull_id)).all()
+        scored = [(row.pull_id, row.run_id, row.champion_run_id, row.n_samples) for row in rows]
+        # Which champion scored each sample: its pull's row names it. Every sample the first champion
+        # did not train on is scored, once.
+        scored_samples = [
+            sample_id
+            for row in rows
+            for sample_id in prequential_store.added_sample_ids(session=session, pull_id=row.pull_id)
+        ]
+        first_pull = prequential_store.added_sample_ids(session=session, pull_id=runs[first.run_id].pull_id)
+        every_sample = [sample.id for sample in sample_store.stored_samples(session=session).values()]
+    assert (first.status, second.status, third.status) == ("succeeded",) * 3
+    run_pull = runs[second.run_id].pull_id
+    assert scored == [
+        (by_ingest.pull_id, second.run_id, first.run_id, 10),
+        (run_pull, second.run_id, first.run_id, 6),
+        (
+            by_ingest_later.pull_id,
+            third.run_id,
+            champion_before_third,
+            5,
+        ),
+    ]
+    assert sorted(scored_samples) == sorted(set(every_sample) - set(first_pull))
+    assert len(scored_samples) == 21
+    assert second.reason == f"data changed since run {first.run_id}: 16 added (in 2 pulls)"
+    assert third.reason == f"data changed since run {second.run_id}: 5 added (in 2 pulls)"
 
 
 def test_label_shift_compares_shares_of_the_new_samples_with_the_rest():
