@@ -326,7 +326,7 @@ class PrequentialScore(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     pull_id: Mapped[int] = mapped_column(ForeignKey("data_pulls.id", ondelete="CASCADE"), index=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))  # the run that pulled
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))  # the run that scored the pull
     champion_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     metric: Mapped[str] = mapped_column(String(20))
     beta: Mapped[float]
