@@ -120,6 +120,7 @@ def test_gate_set_is_never_trained_on_and_predicted_by_every_fold(tmp_path, data
     lines = drop.label_file.read_text().splitlines()
     drop.label_file.write_text(
         "\n".join([lines[0] + ",is_valid"] + [f"{line},{i % 4 == 0}" for i, line in enumerate(lines[1:])])
+        + "\n"  # a label file without its last line break is still being written, and waits
     )
     trained_on = []
     original = train_module.stage_loaders
