@@ -1,12 +1,14 @@
 """Multi-label stratified folds (iterative stratification), rebuilt or extended as data grows.
 
-Samples whose images are the same (one content hash) form a duplicate group: a group shares one fold
+Samples whose images are the same (one content hash) or nearly the same (perceptual hashes within
+`data.near_duplicate_distance` bits, with `data.near_duplicates`) form a duplicate group: a group shares one fold
 and is wholly in or out of the gate set, else a model would be scored on an image it trained on.
 Stratification works on groups (one row per group, with the union of its members' labels).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,10 +127,66 @@ def refine_by_swaps(
     return folds
 
 
-def duplicate_groups(samples: Sequence[sample_store.StoredSample]) -> list[int]:
-    """Group per sample, as the index of the group's first sample: samples with the same image content."""
-    first_with: dict[str, int] = {}
-    return [first_with.setdefault(sample.content_hash, index) for index, sample in enumerate(samples)]
+class DisjointSets:
+    """Union-find over row indices; a set is named by its smallest row."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, row: int) -> int:
+        while self.parent[row] != row:
+            self.parent[row] = self.parent[self.parent[row]]
+            row = self.parent[row]
+        return row
+
+    def union(self, rows: Sequence[int]) -> None:
+        roots = {self.find(row) for row in rows}
+        smallest = min(roots)
+        for root in roots:
+            self.parent[root] = smallest
+
+
+def near_pairs(hashes: Sequence[int], distance: int) -> list[tuple[int, int]]:
+    """Index pairs of distinct 64-bit hashes within `distance` bits of each other.
+
+    Banding: the 64 bits are cut into distance + 1 bands, and two hashes within the distance agree
+    exactly on at least one band (pigeonhole), so only hashes sharing a band value are compared.
+    Not quadratic unless many hashes share a band, which near-duplicate-free data rarely does.
+    """
+    edges = np.linspace(0, 64, distance + 2).astype(int)
+    pairs = set()
+    for low, high in itertools.pairwise(edges):
+        mask = (1 << int(high - low)) - 1
+        buckets: dict[int, list[int]] = defaultdict(list)
+        for index, value in enumerate(hashes):
+            buckets[(value >> int(low)) & mask].append(index)
+        for members in buckets.values():
+            for a, b in itertools.combinations(members, 2):
+                if (hashes[a] ^ hashes[b]).bit_count() <= distance:
+                    pairs.add((a, b))
+    return sorted(pairs)
+
+
+def duplicate_groups(
+    samples: Sequence[sample_store.StoredSample], near_distance: int | None = None
+) -> list[int]:
+    """Group per sample, as the index of the group's first sample: samples with the same image content,
+    and with `near_distance`, those whose perceptual hashes differ in at most that many bits (chains
+    included: a near b near c puts all three in one group)."""
+    sets = DisjointSets(len(samples))
+    rows_by_key: dict[str, list[int]] = defaultdict(list)
+    for row, sample in enumerate(samples):
+        rows_by_key[sample.content_hash].append(row)
+        if near_distance is not None and sample.perceptual_hash is not None:
+            rows_by_key["phash:" + sample.perceptual_hash].append(row)  # identical pHashes: one bucket
+    for rows in rows_by_key.values():
+        sets.union(rows)
+    if near_distance:
+        distinct = [key for key in rows_by_key if key.startswith("phash:")]
+        hashes = [int(key.removeprefix("phash:"), 16) for key in distinct]
+        for a, b in near_pairs(hashes, near_distance):
+            sets.union([rows_by_key[distinct[a]][0], rows_by_key[distinct[b]][0]])
+    return [sets.find(row) for row in range(len(samples))]
 
 
 def members_by_group(groups: Sequence[int]) -> dict[int, list[int]]:
@@ -321,7 +379,8 @@ def build_folds(config: FoldwiseConfig, dataset_version: str) -> int:
         samples = list(sample_store.stored_samples(session=session, active_only=True).values())
         previous = fold_store.latest_fold_set(session=session)
     samples.sort(key=lambda sample: sample.id)
-    groups = duplicate_groups(samples)
+    near = config.data.near_duplicate_distance if config.data.near_duplicates else None
+    groups = duplicate_groups(samples, near)
     plan = plan_folds(
         [s.id for s in samples],
         [s.labels for s in samples],
