@@ -189,23 +189,51 @@ def duplicate_groups(
     return [sets.find(row) for row in range(len(samples))]
 
 
-def members_by_group(groups: Sequence[int]) -> dict[int, list[int]]:
-    """Row indices of each group of more than one sample."""
-    members: dict[int, list[int]] = defaultdict(list)
-    for row, group in enumerate(groups):
-        members[group].append(row)
-    return {group: rows for group, rows in members.items() if len(rows) > 1}
+@dataclass(frozen=True)
+class Duplicates:
+    """A data set's samples and the duplicate group of each (the index of the group's first sample)."""
+
+    samples: list[sample_store.StoredSample]
+    group_of: list[int]
+
+    @property
+    def groups(self) -> list[list[sample_store.StoredSample]]:
+        """The groups of more than one sample."""
+        members: dict[int, list[sample_store.StoredSample]] = defaultdict(list)
+        for sample, group in zip(self.samples, self.group_of, strict=True):
+            members[group].append(sample)
+        return [group for group in members.values() if len(group) > 1]
+
+    @property
+    def conflicting(self) -> list[list[sample_store.StoredSample]]:
+        """The groups whose members disagree on labels: label noise."""
+        return [group for group in self.groups if len({sample.labels for sample in group}) > 1]
+
+    def __str__(self) -> str:
+        groups = self.groups
+        return (
+            f"{len(groups)} duplicate groups ({sum(len(group) for group in groups)} samples), "
+            f"{len(self.conflicting)} with conflicting labels"
+        )
 
 
-def conflicting_labels(samples: Sequence[sample_store.StoredSample], groups: Sequence[int]) -> list[str]:
-    """Each duplicate group whose members disagree on labels (label noise), in words."""
-    found = []
-    for rows in members_by_group(groups).values():
-        if len({samples[row].labels for row in rows}) > 1:
-            found.append(
-                " / ".join(f"{samples[row].key} ({' '.join(sorted(samples[row].labels))})" for row in rows)
-            )
-    return found
+def describe_group(group: list[sample_store.StoredSample]) -> str:
+    """A duplicate group in words: each id with its labels."""
+    return " / ".join(f"{sample.key} ({' '.join(sorted(sample.labels)) or 'no label'})" for sample in group)
+
+
+def find_duplicates(config: FoldwiseConfig, samples: list[sample_store.StoredSample]) -> Duplicates:
+    """The samples' duplicate groups as configured: exact copies always, near ones with near_duplicates."""
+    near = config.data.near_duplicate_distance if config.data.near_duplicates else None
+    return Duplicates(samples, duplicate_groups(samples, near))
+
+
+def data_set_duplicates(config: FoldwiseConfig) -> Duplicates:
+    """The duplicate groups of the current data set (the active samples)."""
+    with session_scope(config.resolved_database_url()) as session:
+        samples = list(sample_store.stored_samples(session=session, active_only=True).values())
+    samples.sort(key=lambda sample: sample.id)
+    return find_duplicates(config, samples)
 
 
 def keep_groups_together(kept: np.ndarray, group_of: np.ndarray, n_groups: int) -> tuple[np.ndarray, int]:
@@ -375,12 +403,10 @@ def build_folds(config: FoldwiseConfig, dataset_version: str) -> int:
     """Assign the current samples to folds and record them; returns the fold set id."""
     log = get_logger(__name__)
     url = config.resolved_database_url()
+    duplicates = data_set_duplicates(config)
     with session_scope(url) as session:
-        samples = list(sample_store.stored_samples(session=session, active_only=True).values())
         previous = fold_store.latest_fold_set(session=session)
-    samples.sort(key=lambda sample: sample.id)
-    near = config.data.near_duplicate_distance if config.data.near_duplicates else None
-    groups = duplicate_groups(samples, near)
+    samples, groups = duplicates.samples, duplicates.group_of
     plan = plan_folds(
         [s.id for s in samples],
         [s.labels for s in samples],
@@ -389,18 +415,13 @@ def build_folds(config: FoldwiseConfig, dataset_version: str) -> int:
         previous,
         groups,
     )
-    duplicates = members_by_group(groups)
-    if duplicates:
-        log.info(
-            "%d duplicate groups (%d samples): each kept in one fold or wholly in the gate set",
-            len(duplicates),
-            sum(len(rows) for rows in duplicates.values()),
-        )
-    conflicts = conflicting_labels(samples, groups)
+    if duplicates.groups:
+        log.info("%s: each group kept in one fold or wholly in the gate set", duplicates)
+    conflicts = duplicates.conflicting
     if conflicts:
         plan.warnings.append(
             f"{len(conflicts)} duplicate groups have conflicting labels (label noise): "
-            + "; ".join(conflicts[:MAX_NAMED])
+            + "; ".join(describe_group(group) for group in conflicts[:MAX_NAMED])
             + ("; ..." if len(conflicts) > MAX_NAMED else "")
         )
     for warning in plan.warnings:

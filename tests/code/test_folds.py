@@ -4,7 +4,9 @@ import shutil
 import numpy as np
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from foldwise.cli import app
 from foldwise.config import FoldsConfig, load_config
 from foldwise.db.folds import StoredFoldSet, latest_fold_set, load_fold_set
 from foldwise.db.models import FoldLabelCount, FoldSet, Label, Sample
@@ -220,17 +222,16 @@ def demo_labels(source):
 
 @pytest.mark.parametrize("strategy", ["extend", "rebuild"])
 def test_exact_copies_across_drops_never_straddle_folds_or_the_gate_set(tmp_path, database_url, strategy):
-    config = load_config(
-        CONFIGS / "demo.toml",
-        [
-            f"source.path={tmp_path / 'source'}",
-            f"data_home={tmp_path}",
-            f"database_url={database_url}",
-            "gate.fraction=0.25",
-            f"folds.strategy={strategy}",
-            SETTLED,
-        ],
-    )
+    settings = [
+        f"source.path={tmp_path / 'source'}",
+        f"data_home={tmp_path}",
+        f"database_url={database_url}",
+        "gate.fraction=0.25",
+        "data.near_duplicates=false",  # exact copies only: the counts below are theirs
+        f"folds.strategy={strategy}",
+        SETTLED,
+    ]
+    config = load_config(CONFIGS / "demo.toml", settings)
     source = config.source.path
     deliver_drop(source, n_images=80)
     build_folds(config, ingest(config).dataset_version)
@@ -265,3 +266,13 @@ def test_exact_copies_across_drops_never_straddle_folds_or_the_gate_set(tmp_path
         "1 duplicate groups have conflicting labels" in w and f"({' '.join(sorted(other_tags.split()))})" in w
         for w in record.warnings
     )
+    # `foldwise samples` shows the groups, and names the one with conflicting labels.
+    arguments = ["--config", str(CONFIGS / "demo.toml")] + [
+        arg for value in settings for arg in ("--set", value)
+    ]
+    listed = CliRunner().invoke(app, ["samples", *arguments])
+    assert listed.exit_code == 0, listed.output
+    assert "data set: 30 duplicate groups (60 samples), 1 with conflicting labels" in listed.output
+    assert f"duplicates  conflicting labels: {originals[-1]} (" in listed.output
+    every_group = CliRunner().invoke(app, ["samples", "--status", "duplicates", *arguments])
+    assert every_group.output.count("\nduplicates  ") == 30
