@@ -22,9 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("run_metrics") as batch_op:
-        batch_op.add_column(
-            sa.Column("metric", sa.String(length=20), server_default="fbeta_samples", nullable=False)
-        )
+        batch_op.add_column(sa.Column("metric", sa.String(length=20), server_default="fbeta_samples", nullable=False))
         batch_op.add_column(sa.Column("score", sa.Double(), nullable=True))
         batch_op.add_column(sa.Column("score_in_sample", sa.Double(), nullable=True))
         batch_op.add_column(sa.Column("baseline_all", sa.Double(), nullable=True))
