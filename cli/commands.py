@@ -127,22 +127,39 @@ def ingest(config: ConfigOption, set_: SetOption = None) -> None:
 def samples(
     config: ConfigOption,
     set_: SetOption = None,
-    status: Annotated[str, typer.Option(help="'quarantined', 'retired' or 'all' (both).")] = "all",
+    status: Annotated[
+        str, typer.Option(help="'quarantined', 'retired', 'all' (both) or 'duplicates' (duplicate groups).")
+    ] = "all",
 ) -> None:
-    """List the samples out of the data set, with why: quarantined (image or row unusable) or retired."""
+    """List the samples out of the data set, with why: quarantined (image or row unusable) or retired;
+    then the data set's duplicate groups (each shares one fold), naming those with conflicting labels."""
     from foldwise.db import queries
     from foldwise.db.session import ensure_schema, read_scope
+    from foldwise.tasks.folds import data_set_duplicates, describe_group
 
-    if status not in ("quarantined", "retired", "all"):
-        raise typer.BadParameter("must be 'quarantined', 'retired' or 'all'", param_hint="--status")
-    url = load_config(config, set_).resolved_database_url()
+    if status not in ("quarantined", "retired", "all", "duplicates"):
+        raise typer.BadParameter(
+            "must be 'quarantined', 'retired', 'all' or 'duplicates'", param_hint="--status"
+        )
+    settings = load_config(config, set_)
+    url = settings.resolved_database_url()
     ensure_schema(url)
-    with read_scope(url) as session:
-        rows = [row for row in queries.inactive_samples(session=session) if status in ("all", row["status"])]
-    if not rows:
-        typer.echo("every sample is in the data set" if status == "all" else f"no {status} sample")
-    for row in rows:
-        typer.echo(f"{row['status']:<11}  {row['id']}  (since pull {row['since pull']}): {row['reason']}")
+    if status != "duplicates":
+        with read_scope(url) as session:
+            rows = [
+                row for row in queries.inactive_samples(session=session) if status in ("all", row["status"])
+            ]
+        if not rows:
+            typer.echo("every sample is in the data set" if status == "all" else f"no {status} sample")
+        for row in rows:
+            typer.echo(f"{row['status']:<11}  {row['id']}  (since pull {row['since pull']}): {row['reason']}")
+    if status in ("all", "duplicates"):
+        duplicates = data_set_duplicates(settings)
+        typer.echo(f"data set: {duplicates}")
+        conflicting = duplicates.conflicting
+        for group in duplicates.groups if status == "duplicates" else conflicting:
+            conflict = "conflicting labels: " if group in conflicting else ""
+            typer.echo(f"duplicates  {conflict}{describe_group(group)}")
 
 
 @app.command()

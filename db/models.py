@@ -91,6 +91,8 @@ class Sample(Base):
     # Size and mtime let a re-pull skip decoding and hashing images that did not change.
     file_size: Mapped[int] = mapped_column(BigInteger)
     file_mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    # 64-bit pHash in hex, for near-duplicate groups; None until a pull decodes the image with them on.
+    perceptual_hash: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(20), default=ACTIVE, server_default=ACTIVE, index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int] = mapped_column(default=1, server_default="1")  # +1 when its image or labels change

@@ -30,6 +30,7 @@ class StoredSample:
     status: str
     status_reason: str | None
     labels: frozenset[str]
+    perceptual_hash: str | None = None  # None: not computed (yet, or data.near_duplicates off)
 
     @property
     def active(self) -> bool:
@@ -77,11 +78,13 @@ def stored_samples(*, session: Session, active_only: bool = False) -> dict[str, 
         Sample.pinned_to_gate_set,
         Sample.status,
         Sample.status_reason,
+        Sample.perceptual_hash,
     )
     if active_only:
         query = query.where(Sample.status == ACTIVE)
     return {
-        row.key: StoredSample(*row, labels=frozenset(labels_of[row.id])) for row in session.execute(query)
+        row.key: StoredSample(*row[:-1], labels=frozenset(labels_of[row.id]), perceptual_hash=row[-1])
+        for row in session.execute(query)
     }
 
 
@@ -144,6 +147,14 @@ def update_samples(
     for start in range(0, len(changed), 1000):
         session.execute(delete(SampleLabel).where(SampleLabel.sample_id.in_(changed[start : start + 1000])))
     _link_labels(session, [(sample_id, values["labels"]) for sample_id, values in samples], labels)
+
+
+def set_perceptual_hashes(*, session: Session, hashes: dict[str, str]) -> None:
+    """Record each image content's perceptual hash (by content hash) on every sample with that content."""
+    for content_hash, perceptual_hash in hashes.items():
+        session.execute(
+            update(Sample).where(Sample.content_hash == content_hash).values(perceptual_hash=perceptual_hash)
+        )
 
 
 def set_statuses(*, session: Session, pull_id: int, changes: list[StatusChange]) -> None:

@@ -1,7 +1,16 @@
-"""Multi-label stratified folds (iterative stratification), rebuilt or extended as data grows."""
+"""Multi-label stratified folds (iterative stratification), rebuilt or extended as data grows.
+
+Samples whose images are the same (one content hash) or nearly the same (perceptual hashes within
+`data.near_duplicate_distance` bits, with `data.near_duplicates`) form a duplicate group: a group shares one fold
+and is wholly in or out of the gate set, else a model would be scored on an image it trained on.
+Stratification works on groups (one row per group, with the union of its members' labels).
+"""
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +23,8 @@ from foldwise.db import samples as sample_store
 from foldwise.db.folds import GATE_SET
 from foldwise.db.session import session_scope
 from foldwise.tasks.logs import get_logger
+
+MAX_NAMED = 10  # conflicting duplicate groups named in a fold set's warning
 
 
 @dataclass
@@ -116,21 +127,154 @@ def refine_by_swaps(
     return folds
 
 
+class DisjointSets:
+    """Union-find over row indices; a set is named by its smallest row."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, row: int) -> int:
+        while self.parent[row] != row:
+            self.parent[row] = self.parent[self.parent[row]]
+            row = self.parent[row]
+        return row
+
+    def union(self, rows: Sequence[int]) -> None:
+        roots = {self.find(row) for row in rows}
+        smallest = min(roots)
+        for root in roots:
+            self.parent[root] = smallest
+
+
+def near_pairs(hashes: Sequence[int], distance: int) -> list[tuple[int, int]]:
+    """Index pairs of distinct 64-bit hashes within `distance` bits of each other.
+
+    Banding: the 64 bits are cut into distance + 1 bands, and two hashes within the distance agree
+    exactly on at least one band (pigeonhole), so only hashes sharing a band value are compared.
+    Not quadratic unless many hashes share a band, which near-duplicate-free data rarely does.
+    """
+    edges = np.linspace(0, 64, distance + 2).astype(int)
+    pairs = set()
+    for low, high in itertools.pairwise(edges):
+        mask = (1 << int(high - low)) - 1
+        buckets: dict[int, list[int]] = defaultdict(list)
+        for index, value in enumerate(hashes):
+            buckets[(value >> int(low)) & mask].append(index)
+        for members in buckets.values():
+            for a, b in itertools.combinations(members, 2):
+                if (hashes[a] ^ hashes[b]).bit_count() <= distance:
+                    pairs.add((a, b))
+    return sorted(pairs)
+
+
+def duplicate_groups(
+    samples: Sequence[sample_store.StoredSample], near_distance: int | None = None
+) -> list[int]:
+    """Group per sample, as the index of the group's first sample: samples with the same image content,
+    and with `near_distance`, those whose perceptual hashes differ in at most that many bits (chains
+    included: a near b near c puts all three in one group)."""
+    sets = DisjointSets(len(samples))
+    rows_by_key: dict[str, list[int]] = defaultdict(list)
+    for row, sample in enumerate(samples):
+        rows_by_key[sample.content_hash].append(row)
+        if near_distance is not None and sample.perceptual_hash is not None:
+            rows_by_key["phash:" + sample.perceptual_hash].append(row)  # identical pHashes: one bucket
+    for rows in rows_by_key.values():
+        sets.union(rows)
+    if near_distance:
+        distinct = [key for key in rows_by_key if key.startswith("phash:")]
+        hashes = [int(key.removeprefix("phash:"), 16) for key in distinct]
+        for a, b in near_pairs(hashes, near_distance):
+            sets.union([rows_by_key[distinct[a]][0], rows_by_key[distinct[b]][0]])
+    return [sets.find(row) for row in range(len(samples))]
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """A data set's samples and the duplicate group of each (the index of the group's first sample)."""
+
+    samples: list[sample_store.StoredSample]
+    group_of: list[int]
+
+    @property
+    def groups(self) -> list[list[sample_store.StoredSample]]:
+        """The groups of more than one sample."""
+        members: dict[int, list[sample_store.StoredSample]] = defaultdict(list)
+        for sample, group in zip(self.samples, self.group_of, strict=True):
+            members[group].append(sample)
+        return [group for group in members.values() if len(group) > 1]
+
+    @property
+    def conflicting(self) -> list[list[sample_store.StoredSample]]:
+        """The groups whose members disagree on labels: label noise."""
+        return [group for group in self.groups if len({sample.labels for sample in group}) > 1]
+
+    def __str__(self) -> str:
+        groups = self.groups
+        return (
+            f"{len(groups)} duplicate groups ({sum(len(group) for group in groups)} samples), "
+            f"{len(self.conflicting)} with conflicting labels"
+        )
+
+
+def describe_group(group: list[sample_store.StoredSample]) -> str:
+    """A duplicate group in words: each id with its labels."""
+    return " / ".join(f"{sample.key} ({' '.join(sorted(sample.labels)) or 'no label'})" for sample in group)
+
+
+def find_duplicates(config: FoldwiseConfig, samples: list[sample_store.StoredSample]) -> Duplicates:
+    """The samples' duplicate groups as configured: exact copies always, near ones with near_duplicates."""
+    near = config.data.near_duplicate_distance if config.data.near_duplicates else None
+    return Duplicates(samples, duplicate_groups(samples, near))
+
+
+def data_set_duplicates(config: FoldwiseConfig) -> Duplicates:
+    """The duplicate groups of the current data set (the active samples)."""
+    with session_scope(config.resolved_database_url()) as session:
+        samples = list(sample_store.stored_samples(session=session, active_only=True).values())
+    samples.sort(key=lambda sample: sample.id)
+    return find_duplicates(config, samples)
+
+
+def keep_groups_together(kept: np.ndarray, group_of: np.ndarray, n_groups: int) -> tuple[np.ndarray, int]:
+    """Fold per group from its members' kept folds (GATE_SET: none kept), and how many groups straddled
+    folds before: such a group (folds built before grouping) moves whole to its members' commonest fold."""
+    votes: dict[int, Counter[int]] = defaultdict(Counter)
+    for group, fold in zip(group_of.tolist(), kept.tolist(), strict=True):
+        if fold != GATE_SET:
+            votes[group][fold] += 1
+    group_folds = np.full(n_groups, GATE_SET, dtype=int)
+    for group, counter in votes.items():
+        group_folds[group] = min(counter, key=lambda fold: (-counter[fold], fold))
+    return group_folds, sum(1 for counter in votes.values() if len(counter) > 1)
+
+
 def plan_folds(
     sample_ids: list[int],
     label_sets: list[frozenset[str]],
     in_gate_set: list[bool],
     settings: FoldsConfig,
     previous: fold_store.StoredFoldSet | None,
+    groups: Sequence[int] | None = None,
 ) -> FoldPlan:
+    """Fold per sample. `groups` (see `duplicate_groups`; default: every sample alone) are kept whole:
+    one fold per group, and a group with a gate set member is all in the gate set."""
     label_names = sorted(set().union(*label_sets)) if label_sets else []
     column = {name: index for index, name in enumerate(label_names)}
     matrix = np.zeros((len(sample_ids), len(label_names)), dtype=np.int8)
     for row, labels in enumerate(label_sets):
         matrix[row, [column[name] for name in labels]] = 1
-    gate_set = np.array(in_gate_set, dtype=bool)
-    folds = np.full(len(sample_ids), GATE_SET, dtype=int)
+    # Groups numbered in order of their first member: without duplicates, group g is sample g.
+    _, group_of = np.unique(np.arange(len(sample_ids)) if groups is None else groups, return_inverse=True)
+    n_groups = int(group_of.max()) + 1 if len(group_of) else 0
+    group_matrix = np.zeros((n_groups, len(label_names)), dtype=np.int8)
+    np.maximum.at(group_matrix, group_of, matrix)
+    group_in_gate_set = np.zeros(n_groups, dtype=bool)
+    np.logical_or.at(group_in_gate_set, group_of, np.array(in_gate_set, dtype=bool))
+    gate_set = group_in_gate_set[group_of]
+    group_folds = np.full(n_groups, GATE_SET, dtype=int)
     trainable = np.flatnonzero(~gate_set)
+    trainable_groups = np.flatnonzero(~group_in_gate_set)
     warnings: list[str] = []
 
     strategy, parent_id = settings.strategy, None
@@ -147,15 +291,27 @@ def plan_folds(
     if strategy == "extend":
         parent_id = previous.id
         kept = np.array([previous.folds.get(sample_ids[i], GATE_SET) for i in trainable], dtype=int)
-        old, new = trainable[kept != GATE_SET], trainable[kept == GATE_SET]
-        folds[old] = kept[kept != GATE_SET]
-        if len(new):
-            old_counts = np.stack([matrix[old][folds[old] == f].sum(axis=0) for f in range(settings.n_folds)])
-            old_sizes = np.bincount(folds[old], minlength=settings.n_folds)
-            continued = continue_stratification(matrix[new], old_counts, old_sizes, settings.seed)
-            folds[new] = refine_by_swaps(continued, matrix[new], old_counts)
+        group_folds, n_straddling = keep_groups_together(kept, group_of[trainable], n_groups)
+        if n_straddling:
+            warnings.append(
+                f"{n_straddling} duplicate groups straddled folds in fold set {previous.id}: "
+                "each moved whole into one fold"
+            )
+        old = trainable[group_folds[group_of[trainable]] != GATE_SET]  # new copies of old images included
+        new_groups = trainable_groups[group_folds[trainable_groups] == GATE_SET]
+        if len(new_groups):
+            old_folds = group_folds[group_of[old]]
+            old_counts = np.stack([matrix[old][old_folds == f].sum(axis=0) for f in range(settings.n_folds)])
+            old_sizes = np.bincount(old_folds, minlength=settings.n_folds)
+            continued = continue_stratification(
+                group_matrix[new_groups], old_counts, old_sizes, settings.seed
+            )
+            group_folds[new_groups] = refine_by_swaps(continued, group_matrix[new_groups], old_counts)
     else:
-        folds[trainable] = stratified_folds(matrix[trainable], settings.n_folds, settings.seed)
+        group_folds[trainable_groups] = stratified_folds(
+            group_matrix[trainable_groups], settings.n_folds, settings.seed
+        )
+    folds = group_folds[group_of]
 
     support = matrix[trainable].sum(axis=0)
     rare = [name for name, count in zip(label_names, support, strict=True) if count < settings.n_folds]
@@ -181,51 +337,93 @@ def choose_gate_members(matrix: np.ndarray, fraction: float, seed: int) -> np.nd
     return members
 
 
-def gate_set(config: FoldwiseConfig, samples: list[sample_store.StoredSample]) -> list[bool]:
+def gate_set(
+    config: FoldwiseConfig, samples: list[sample_store.StoredSample], groups: Sequence[int]
+) -> list[bool]:
     """Samples no fold trains on: the fixed split when configured, else a sticky stratified fraction.
 
-    A sample's membership is decided once, the first time folds are built with it, and kept. A
-    sample that some fold set already trained on (the gate set was enabled later) never joins it:
-    a model that learnt it would be judged on it.
+    Duplicate groups are decided whole. A group's membership is decided once, the first time folds are
+    built with it, and kept: a new copy of a gate set image joins the gate set. A group that some fold
+    set already trained on (the gate set was enabled later, or a copy was in a fold before grouping)
+    is never in it: a model that learnt it would be judged on it.
     """
     if config.data.fixed_split_column:
-        return [sample.pinned_to_gate_set for sample in samples]
+        # A copy of a pinned image in a fold would leak it into training: the group goes with the pin.
+        pinned = {groups[row] for row, sample in enumerate(samples) if sample.pinned_to_gate_set}
+        return [group in pinned for group in groups]
     if config.gate.fraction == 0:
         return [False] * len(samples)
     url = config.resolved_database_url()
+    rows_of: dict[int, list[int]] = defaultdict(list)
+    for row, group in enumerate(groups):
+        rows_of[group].append(row)
     with session_scope(url) as session:
         known = registry.gate_memberships(session=session)
-        undecided = [sample for sample in samples if known.get(sample.id) is None]
-        trained_on = registry.trained_on(session=session, sample_ids=[sample.id for sample in undecided])
-    decided = {sample.id: False for sample in undecided if sample.id in trained_on}
-    undecided = [sample for sample in undecided if sample.id not in trained_on]
+        # Only groups with an undecided member or a gate set member can change.
+        open_ids = [
+            samples[row].id
+            for rows in rows_of.values()
+            if any(known.get(samples[row].id) is not False for row in rows)
+            for row in rows
+        ]
+        trained_on = registry.trained_on(session=session, sample_ids=open_ids)
+    membership: dict[int, bool] = {}
+    undecided: list[int] = []
+    for group, rows in rows_of.items():
+        states = {known.get(samples[row].id) for row in rows}
+        if any(samples[row].id in trained_on for row in rows):
+            membership[group] = False
+        elif True in states or False in states:
+            membership[group] = True in states
+        else:
+            undecided.append(group)
     if undecided:
-        names = sorted(set().union(*(sample.labels for sample in undecided)))
-        matrix = np.array([[name in sample.labels for name in names] for sample in undecided], dtype=np.int8)
+        label_sets = [frozenset().union(*(samples[row].labels for row in rows_of[g])) for g in undecided]
+        names = sorted(set().union(*label_sets))
+        matrix = np.array([[name in labels for name in names] for labels in label_sets], dtype=np.int8)
         chosen = choose_gate_members(matrix, config.gate.fraction, config.folds.seed)
-        decided |= {sample.id: bool(member) for sample, member in zip(undecided, chosen, strict=True)}
+        membership |= {group: bool(member) for group, member in zip(undecided, chosen, strict=True)}
+    decided = {
+        samples[row].id: membership[group]
+        for row, group in enumerate(groups)
+        if known.get(samples[row].id) is not membership[group]
+    }
+    left = sum(1 for sample_id, member in decided.items() if known.get(sample_id) is True and not member)
+    if left:
+        get_logger(__name__).warning(
+            "%d gate set samples left the gate set: a duplicate of each was trained on", left
+        )
     if decided:
         with session_scope(url) as session:
             registry.set_gate_memberships(session=session, members=decided)
-        known |= decided
-    return [bool(known[sample.id]) for sample in samples]
+    return [membership[group] for group in groups]
 
 
 def build_folds(config: FoldwiseConfig, dataset_version: str) -> int:
     """Assign the current samples to folds and record them; returns the fold set id."""
     log = get_logger(__name__)
     url = config.resolved_database_url()
+    duplicates = data_set_duplicates(config)
     with session_scope(url) as session:
-        samples = list(sample_store.stored_samples(session=session, active_only=True).values())
         previous = fold_store.latest_fold_set(session=session)
-    samples.sort(key=lambda sample: sample.id)
+    samples, groups = duplicates.samples, duplicates.group_of
     plan = plan_folds(
         [s.id for s in samples],
         [s.labels for s in samples],
-        gate_set(config, samples),
+        gate_set(config, samples, groups),
         config.folds,
         previous,
+        groups,
     )
+    if duplicates.groups:
+        log.info("%s: each group kept in one fold or wholly in the gate set", duplicates)
+    conflicts = duplicates.conflicting
+    if conflicts:
+        plan.warnings.append(
+            f"{len(conflicts)} duplicate groups have conflicting labels (label noise): "
+            + "; ".join(describe_group(group) for group in conflicts[:MAX_NAMED])
+            + ("; ..." if len(conflicts) > MAX_NAMED else "")
+        )
     for warning in plan.warnings:
         log.warning("%s", warning)
     with session_scope(url) as session:

@@ -1,6 +1,9 @@
 """Images to facts and cache: each row's image is hashed and, unless its content is already cached for an
 active sample, decoded once into the image cache at every size the config needs.
 
+With `data.near_duplicates`, each decoded image's perceptual hash (pHash) is computed from the same
+pixels, so near duplicates can be grouped without reading any image again.
+
 An image that cannot be decoded and changed within `data.settle_seconds` may still be being written:
 it waits (`Arriving`) and its sample stays as it was until a later pull, instead of being quarantined.
 """
@@ -14,7 +17,9 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+import imagehash
 import numpy as np
+from PIL import Image
 
 from foldwise.config import FoldwiseConfig
 from foldwise.db import samples as sample_store
@@ -32,6 +37,7 @@ class ImageFacts:
     file_size: int
     file_mtime_ns: int
     shape: tuple[int, int] | None = None  # height, width as decoded (upright), when this pull decoded it
+    perceptual_hash: str | None = None  # 64-bit pHash in hex, when this pull decoded it (near_duplicates)
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,18 @@ class ImageCheck:
     trusted_hash: str | None
 
 
+def perceptual_hash(pixels: np.ndarray) -> str:
+    """The 64-bit pHash of upright pixels, in hex: close for re-encoded or resized copies of an image."""
+    return str(imagehash.phash(Image.fromarray(pixels)))
+
+
 def inspect_image(
-    check: ImageCheck, source_root: Path, max_pixels: int, sizes: list[int], settle_seconds: float
+    check: ImageCheck,
+    source_root: Path,
+    max_pixels: int,
+    sizes: list[int],
+    settle_seconds: float,
+    near_duplicates: bool,
 ) -> tuple[ImageFacts | Arriving | str, dict[int, np.ndarray] | None]:
     """Hash the image and, unless its content is trusted, decode it whole into its cache items; a
     string says why it cannot be used. Links out of the source folder are not followed."""
@@ -79,14 +95,25 @@ def inspect_image(
         if time.time() - status.st_mtime < settle_seconds:
             return Arriving(f"{error} (changed within data.settle_seconds: still being written?)"), None
         return str(error), None
-    return replace(facts, shape=pixels.shape[:2]), make_items(pixels, sizes)
+    facts = replace(facts, shape=pixels.shape[:2])
+    if near_duplicates:
+        facts = replace(facts, perceptual_hash=perceptual_hash(pixels))
+    return facts, make_items(pixels, sizes)
 
 
 def inspect_chunk(
-    checks: list[ImageCheck], source_root: Path, max_pixels: int, sizes: list[int], settle_seconds: float
+    checks: list[ImageCheck],
+    source_root: Path,
+    max_pixels: int,
+    sizes: list[int],
+    settle_seconds: float,
+    near_duplicates: bool,
 ) -> list[tuple[ImageFacts | Arriving | str, dict[int, np.ndarray] | None]]:
     """`inspect_image` of each check: one unit of work for a worker process."""
-    return [inspect_image(check, source_root, max_pixels, sizes, settle_seconds) for check in checks]
+    return [
+        inspect_image(check, source_root, max_pixels, sizes, settle_seconds, near_duplicates)
+        for check in checks
+    ]
 
 
 def inspect_images(
@@ -96,9 +123,14 @@ def inspect_images(
     into the image cache at every size the config needs: it is never decoded again."""
     cache = ImageCache(config)
 
+    near_duplicates = config.data.near_duplicates
+
     def trusted(sample: sample_store.StoredSample | None) -> str | None:
-        """The hash of an active sample whose items are all cached, else None."""
+        """The hash of an active sample whose items are all cached (and its pHash known, when near
+        duplicates are grouped: samples pulled before get theirs once), else None."""
         if sample is None or not sample.active or cache.missing(sample.content_hash):
+            return None
+        if near_duplicates and sample.perceptual_hash is None:
             return None
         return sample.content_hash
 
@@ -109,6 +141,7 @@ def inspect_images(
         max_pixels=config.data.max_image_pixels,
         sizes=cache.sizes,
         settle_seconds=settle_window(config),
+        near_duplicates=near_duplicates,
     )
     facts, batch, n_decoded = [], {}, 0
     for fact, items in parallel_map(inspect, checks):
@@ -121,6 +154,15 @@ def inspect_images(
             batch = {}
     cache.add(batch)
     return facts, n_decoded
+
+
+def perceptual_hashes(facts: dict[str, ImageFacts | Arriving | str]) -> dict[str, str]:
+    """The pHash of each image content decoded in this pull, by content hash."""
+    return {
+        fact.content_hash: fact.perceptual_hash
+        for fact in facts.values()
+        if isinstance(fact, ImageFacts) and fact.perceptual_hash is not None
+    }
 
 
 def hold_arriving(

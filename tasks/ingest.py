@@ -28,7 +28,12 @@ from foldwise.db.models import utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.errors import is_disk_error
 from foldwise.tasks.cache import reclaim
-from foldwise.tasks.image_checks import extreme_aspect_ratios, hold_arriving, inspect_images
+from foldwise.tasks.image_checks import (
+    extreme_aspect_ratios,
+    hold_arriving,
+    inspect_images,
+    perceptual_hashes,
+)
 from foldwise.tasks.label_files import Rejection, SourceRows, read_source
 from foldwise.tasks.logs import get_logger
 from foldwise.tasks.reconcile import reconcile
@@ -151,6 +156,7 @@ def ingest(config: FoldwiseConfig) -> PullSummary:
         ids = sample_store.add_samples(session=session, pull_id=pull.id, samples=plan.added, labels=labels)
         sample_store.update_samples(session=session, pull_id=pull.id, samples=plan.updated, labels=labels)
         sample_store.set_statuses(session=session, pull_id=pull.id, changes=plan.status_changes)
+        sample_store.set_perceptual_hashes(session=session, hashes=perceptual_hashes(facts))
         sample_store.add_events(
             session=session,
             pull_id=pull.id,

@@ -143,6 +143,20 @@ class DataConfig(Section):
         description="Images whose long side is more than this many times their short side are named "
         "in the pull's warnings: the centred square a model sees keeps little of them.",
     )
+    near_duplicates: bool = Field(
+        True,
+        description="Group images that are nearly the same (re-encoded, resized, slightly edited) by "
+        "a perceptual hash, computed once per image when a pull decodes it; a group shares one fold "
+        "and is wholly in or out of the gate set. Exact copies (one content hash) are grouped always; "
+        "off skips the perceptual hash.",
+    )
+    near_duplicate_distance: int = Field(
+        4,
+        ge=0,
+        le=16,
+        description="Images whose 64-bit perceptual hashes (pHash) differ in at most this many bits "
+        "are near duplicates; 0 groups identical hashes only.",
+    )
 
     @field_validator("label_delimiter")
     @classmethod
