@@ -13,6 +13,7 @@ import streamlit as st
 from sqlalchemy import delete, select
 
 from foldwise.config import load_config
+from foldwise.dashboard.views import data_view
 from foldwise.db import registry, training
 from foldwise.db.models import (
     ClassMetric,
@@ -113,16 +114,20 @@ def test_the_data_page_shows_duplicate_groups_conflicting_first(monkeypatch, tmp
     ingest(config)
     app = open_app(monkeypatch, url, "Data")
     metrics = {m.label: m.value for m in app.metric}
-    assert (metrics["Duplicate groups"], metrics["Samples in them"], metrics["With conflicting labels"]) == (
-        "2",
-        "4",
-        "1",
-    )
+    shown = [metrics[name] for name in ("Duplicate groups", "Samples in them", "With conflicting labels")]
+    assert shown == ["2", "4", "1"]
     groups = table(app, "members (labels)")
     assert groups.values.tolist() == [  # conflicting first
         [True, 2, f"d01_00007 ({rows['d01_00007']}) / copy_other (conflict)"],
         [False, 2, f"d01_00003 ({rows['d01_00003']}) / copy_same ({rows['d01_00003']})"],
     ]
+    monkeypatch.setattr(data_view, "MAX_GROUPS_SHOWN", 1)
+    app = open_app(monkeypatch, url, "Data")
+    assert table(app, "members (labels)")["conflicting labels"].tolist() == [True]
+    assert (
+        "The first 1 of 2 groups; `foldwise samples --status duplicates` lists them all."
+        in app.caption.values
+    )
 
 
 def test_runs_without_samples_do_not_break_the_data_page(monkeypatch, tmp_path):
