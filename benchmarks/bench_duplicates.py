@@ -24,9 +24,10 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from foldwise.config import DataConfig, FoldsConfig
 from foldwise.db.samples import StoredSample
+from foldwise.duplicates import Duplicates
 from foldwise.metrics import fbeta
 from foldwise.tasks.demo import load_digits, make_image
-from foldwise.tasks.folds import Duplicates, duplicate_groups, plan_folds
+from foldwise.tasks.folds import plan_folds
 from foldwise.tasks.image_checks import perceptual_hash
 
 FEATURE_SIDE = 24  # pixels per side of the grey image a neighbour is found by
@@ -111,7 +112,7 @@ def main() -> None:
     for seed in range(args.seeds):
         files, test, n_planted = make_data(args.images, args.copied, seed)
         samples = as_samples(files)
-        duplicates = Duplicates(samples, duplicate_groups(samples, distance))
+        duplicates = Duplicates.of(samples, distance)
         names = sorted(set().union(*(labels for _, labels in files)))
         x = np.stack([features(content) for content, _ in files])
         y = label_matrix([labels for _, labels in files], names)

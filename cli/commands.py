@@ -135,7 +135,8 @@ def samples(
     then the data set's duplicate groups (each shares one fold), naming those with conflicting labels."""
     from foldwise.db import queries
     from foldwise.db.session import ensure_schema, read_scope
-    from foldwise.tasks.folds import data_set_duplicates, describe_group
+    from foldwise.duplicates import describe_group
+    from foldwise.tasks.folds import data_set_duplicates
 
     if status not in ("quarantined", "retired", "all", "duplicates"):
         raise typer.BadParameter(

@@ -9,13 +9,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from foldwise import metrics, secrets
+from foldwise.config import DataConfig
 from foldwise.dashboard import present
-from foldwise.db import prequential, queries, registry, training
+from foldwise.db import prequential, queries, registry, samples, training
 from foldwise.db.models import Run
 from foldwise.db.session import current_revision, head_revision, read_scope
+from foldwise.duplicates import Duplicates, describe_group, is_conflicting
 
 DATABASE_URL_ENV = "FOLDWISE_DATABASE_URL"
 DEMO_DATABASE = Path(__file__).resolve().parents[1] / "var" / "demo" / "foldwise.db"
@@ -245,6 +248,42 @@ def rejected_rows(url: str) -> pd.DataFrame:
 def inactive_samples(url: str) -> pd.DataFrame:
     with read_scope(url) as session:
         return pd.DataFrame(queries.inactive_samples(session=session))
+
+
+def near_duplicate_distance(run_config: dict[str, Any] | None) -> int | None:
+    """The perceptual-hash distance the folds group by, as the newest run was configured (the
+    defaults before any run); None: near duplicates off, exact copies only."""
+    section = (run_config or {}).get("data", {})
+    defaults = DataConfig.model_fields
+    if not section.get("near_duplicates", defaults["near_duplicates"].default):
+        return None
+    return section.get("near_duplicate_distance", defaults["near_duplicate_distance"].default)
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def duplicate_groups(url: str) -> dict[str, Any]:
+    """The data set's duplicate groups, as the folds group them: their counts, and a table of the
+    groups (conflicting labels first)."""
+    with read_scope(url) as session:
+        active = sorted(
+            samples.stored_samples(session=session, active_only=True).values(), key=lambda s: s.id
+        )
+        newest_config = session.scalar(select(Run.config).order_by(Run.id.desc()).limit(1))
+    groups = Duplicates.of(active, near_duplicate_distance(newest_config)).groups
+    groups.sort(key=lambda group: not is_conflicting(group))  # stable: otherwise in order of first member
+    table = pd.DataFrame(
+        {
+            "conflicting labels": [is_conflicting(group) for group in groups],
+            "samples": [len(group) for group in groups],
+            "members (labels)": [describe_group(group) for group in groups],
+        }
+    )
+    return {
+        "groups": len(groups),
+        "samples": sum(len(group) for group in groups),
+        "conflicting": sum(is_conflicting(group) for group in groups),
+        "table": table,
+    }
 
 
 @st.cache_data(ttl=TTL_SECONDS)

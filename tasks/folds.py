@@ -8,7 +8,6 @@ Stratification works on groups (one row per group, with the union of its members
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from foldwise.db import registry
 from foldwise.db import samples as sample_store
 from foldwise.db.folds import GATE_SET
 from foldwise.db.session import session_scope
+from foldwise.duplicates import Duplicates, describe_group
 from foldwise.tasks.logs import get_logger
 
 MAX_NAMED = 10  # conflicting duplicate groups named in a fold set's warning
@@ -127,108 +127,15 @@ def refine_by_swaps(
     return folds
 
 
-class DisjointSets:
-    """Union-find over row indices; a set is named by its smallest row."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, row: int) -> int:
-        while self.parent[row] != row:
-            self.parent[row] = self.parent[self.parent[row]]
-            row = self.parent[row]
-        return row
-
-    def union(self, rows: Sequence[int]) -> None:
-        roots = {self.find(row) for row in rows}
-        smallest = min(roots)
-        for root in roots:
-            self.parent[root] = smallest
-
-
-def near_pairs(hashes: Sequence[int], distance: int) -> list[tuple[int, int]]:
-    """Index pairs of distinct 64-bit hashes within `distance` bits of each other.
-
-    Banding: the 64 bits are cut into distance + 1 bands, and two hashes within the distance agree
-    exactly on at least one band (pigeonhole), so only hashes sharing a band value are compared.
-    Not quadratic unless many hashes share a band, which near-duplicate-free data rarely does.
-    """
-    edges = np.linspace(0, 64, distance + 2).astype(int)
-    pairs = set()
-    for low, high in itertools.pairwise(edges):
-        mask = (1 << int(high - low)) - 1
-        buckets: dict[int, list[int]] = defaultdict(list)
-        for index, value in enumerate(hashes):
-            buckets[(value >> int(low)) & mask].append(index)
-        for members in buckets.values():
-            for a, b in itertools.combinations(members, 2):
-                if (hashes[a] ^ hashes[b]).bit_count() <= distance:
-                    pairs.add((a, b))
-    return sorted(pairs)
-
-
-def duplicate_groups(
-    samples: Sequence[sample_store.StoredSample], near_distance: int | None = None
-) -> list[int]:
-    """Group per sample, as the index of the group's first sample: samples with the same image content,
-    and with `near_distance`, those whose perceptual hashes differ in at most that many bits (chains
-    included: a near b near c puts all three in one group)."""
-    sets = DisjointSets(len(samples))
-    rows_by_key: dict[str, list[int]] = defaultdict(list)
-    for row, sample in enumerate(samples):
-        rows_by_key[sample.content_hash].append(row)
-        if near_distance is not None and sample.perceptual_hash is not None:
-            rows_by_key["phash:" + sample.perceptual_hash].append(row)  # identical pHashes: one bucket
-    for rows in rows_by_key.values():
-        sets.union(rows)
-    if near_distance:
-        distinct = [key for key in rows_by_key if key.startswith("phash:")]
-        hashes = [int(key.removeprefix("phash:"), 16) for key in distinct]
-        for a, b in near_pairs(hashes, near_distance):
-            sets.union([rows_by_key[distinct[a]][0], rows_by_key[distinct[b]][0]])
-    return [sets.find(row) for row in range(len(samples))]
-
-
-@dataclass(frozen=True)
-class Duplicates:
-    """A data set's samples and the duplicate group of each (the index of the group's first sample)."""
-
-    samples: list[sample_store.StoredSample]
-    group_of: list[int]
-
-    @property
-    def groups(self) -> list[list[sample_store.StoredSample]]:
-        """The groups of more than one sample."""
-        members: dict[int, list[sample_store.StoredSample]] = defaultdict(list)
-        for sample, group in zip(self.samples, self.group_of, strict=True):
-            members[group].append(sample)
-        return [group for group in members.values() if len(group) > 1]
-
-    @property
-    def conflicting(self) -> list[list[sample_store.StoredSample]]:
-        """The groups whose members disagree on labels: label noise."""
-        return [group for group in self.groups if len({sample.labels for sample in group}) > 1]
-
-    def __str__(self) -> str:
-        groups = self.groups
-        return (
-            f"{len(groups)} duplicate groups ({sum(len(group) for group in groups)} samples), "
-            f"{len(self.conflicting)} with conflicting labels"
-        )
-
-
-def describe_group(group: list[sample_store.StoredSample]) -> str:
-    """A duplicate group in words: each id with its labels."""
-    return " / ".join(f"{sample.key} ({' '.join(sorted(sample.labels)) or 'no label'})" for sample in group)
-
-
-def find_duplicates(config: FoldwiseConfig, samples: list[sample_store.StoredSample]) -> Duplicates:
+def find_duplicates(
+    config: FoldwiseConfig, samples: list[sample_store.StoredSample]
+) -> Duplicates[sample_store.StoredSample]:
     """The samples' duplicate groups as configured: exact copies always, near ones with near_duplicates."""
     near = config.data.near_duplicate_distance if config.data.near_duplicates else None
-    return Duplicates(samples, duplicate_groups(samples, near))
+    return Duplicates.of(samples, near)
 
 
-def data_set_duplicates(config: FoldwiseConfig) -> Duplicates:
+def data_set_duplicates(config: FoldwiseConfig) -> Duplicates[sample_store.StoredSample]:
     """The duplicate groups of the current data set (the active samples)."""
     with session_scope(config.resolved_database_url()) as session:
         samples = list(sample_store.stored_samples(session=session, active_only=True).values())
@@ -257,7 +164,7 @@ def plan_folds(
     previous: fold_store.StoredFoldSet | None,
     groups: Sequence[int] | None = None,
 ) -> FoldPlan:
-    """Fold per sample. `groups` (see `duplicate_groups`; default: every sample alone) are kept whole:
+    """Fold per sample. `groups` (see `foldwise.duplicates`; default: every sample alone) are kept whole:
     one fold per group, and a group with a gate set member is all in the gate set."""
     label_names = sorted(set().union(*label_sets)) if label_sets else []
     column = {name: index for index, name in enumerate(label_names)}

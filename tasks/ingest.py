@@ -28,6 +28,7 @@ from foldwise.db.models import utcnow
 from foldwise.db.session import ensure_schema, session_scope
 from foldwise.errors import is_disk_error
 from foldwise.tasks.cache import reclaim
+from foldwise.tasks.folds import data_set_duplicates
 from foldwise.tasks.image_checks import (
     extreme_aspect_ratios,
     hold_arriving,
@@ -73,6 +74,9 @@ class PullSummary:
     quarantined: list[tuple[str, str]] = field(default_factory=list)  # (id, why), this pull's
     waiting: list[str] = field(default_factory=list)  # label files and images still being written, why
     extreme_aspect: list[tuple[str, str]] = field(default_factory=list)  # (id, its shape) of images decoded
+    n_duplicate_groups: int = 0  # in the data set after the pull, as the folds group them
+    n_duplicate_samples: int = 0  # samples in those groups
+    n_conflicting_groups: int = 0  # groups whose members disagree on labels: label noise
 
     @property
     def n_rejected(self) -> int:
@@ -97,10 +101,16 @@ class PullSummary:
         labels = f"; new labels: {', '.join(self.new_labels)}" if self.new_labels else ""
         waiting = f"; {len(self.waiting)} still being written, left to the next pull" if self.waiting else ""
         aspect = f"; {len(self.extreme_aspect)} of extreme aspect ratio" if self.extreme_aspect else ""
+        duplicates = (
+            f", {self.n_duplicate_groups} duplicate groups ({self.n_duplicate_samples} samples, "
+            f"{self.n_conflicting_groups} with conflicting labels)"
+            if self.n_duplicate_groups
+            else ""
+        )
         return (
             f"pull {self.pull_id}: {self.n_rows} rows, {self.change_summary()}, {self.n_unchanged} unchanged, "
             f"{rejected}, {self.n_decoded} images decoded{aspect}; data set {self.dataset_version} has "
-            f"{self.dataset_size} samples{labels}{waiting}"
+            f"{self.dataset_size} samples{duplicates}{labels}{waiting}"
         )
 
 
@@ -206,6 +216,10 @@ def ingest(config: FoldwiseConfig) -> PullSummary:
         pull.new_labels = new_labels
         pull.dataset_version, pull.dataset_size = version, summary.dataset_size
         pull.finished_at = utcnow()
+    duplicates = data_set_duplicates(config)  # read back: the perceptual hashes this pull stored included
+    summary.n_duplicate_groups = len(duplicates.groups)
+    summary.n_duplicate_samples = sum(len(group) for group in duplicates.groups)
+    summary.n_conflicting_groups = len(duplicates.conflicting)
     reclaimed = reclaim(config, keep={sample.content_hash for sample in active})
     if reclaimed:
         get_logger(__name__).info("image cache: reclaimed %d items of images no sample uses", reclaimed)

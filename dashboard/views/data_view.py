@@ -12,6 +12,7 @@ from foldwise.dashboard.views.common import gallery
 from foldwise.units import byte_size
 
 GALLERY_SIZE = 24
+MAX_GROUPS_SHOWN = 200  # duplicate groups in the table; the counts cover them all
 CHANGES = ["added", "updated", "rejected", "quarantined", "retired", "restored"]
 
 
@@ -93,6 +94,31 @@ def storage_section(runs: pd.DataFrame) -> None:
     st.plotly_chart(storage_figure(history), key="storage", config=charts.CONFIG)
 
 
+def duplicates_section(url: str) -> None:
+    """The data set's duplicate groups: each shares one fold and is wholly in or out of the gate set;
+    conflicting labels within one are label noise."""
+    st.subheader("Duplicate images")
+    found = data.duplicate_groups(url)
+    if not found["groups"]:
+        st.caption("No two samples share an image (exactly, or nearly by perceptual hash).")
+        return
+    cols = st.columns(3)
+    cols[0].metric("Duplicate groups", found["groups"])
+    cols[1].metric("Samples in them", found["samples"])
+    cols[2].metric("With conflicting labels", found["conflicting"])
+    st.caption(
+        "Samples with the same image, or nearly the same (a perceptual hash within "
+        "`data.near_duplicate_distance`): each group shares one fold and is wholly in or out of the gate "
+        "set. Conflicting labels within a group are label noise, listed first."
+    )
+    if found["groups"] > MAX_GROUPS_SHOWN:
+        st.caption(
+            f"The first {MAX_GROUPS_SHOWN} of {found['groups']} groups; "
+            "`foldwise samples --status duplicates` lists them all."
+        )
+    st.dataframe(found["table"].head(MAX_GROUPS_SHOWN), hide_index=True, key="duplicates")
+
+
 def render(url: str) -> None:
     st.title("Data")
     pulls = data.data_pulls(url)
@@ -146,6 +172,7 @@ def render(url: str) -> None:
         )
         st.dataframe(inactive, hide_index=True, key="inactive", placeholder=present.MISSING)
 
+    duplicates_section(url)
     storage_section(data.runs(url))
 
     st.subheader("Images")

@@ -15,7 +15,7 @@ from foldwise.db.session import session_scope
 from foldwise.tasks.demo import IMAGE_DIR, LABEL_FILE, deliver_drop
 from foldwise.tasks.folds import GATE_SET, build_folds, plan_folds
 from foldwise.tasks.ingest import ingest
-from tests.conftest import CONFIGS, SETTLED
+from tests.conftest import CONFIGS, SETTLED, seed_config, seed_source
 
 
 def random_labels(rng, n, n_labels=12):
@@ -276,3 +276,24 @@ def test_exact_copies_across_drops_never_straddle_folds_or_the_gate_set(tmp_path
     assert f"duplicates  conflicting labels: {originals[-1]} (" in listed.output
     every_group = CliRunner().invoke(app, ["samples", "--status", "duplicates", *arguments])
     assert every_group.output.count("\nduplicates  ") == 30
+
+
+def test_the_pull_summary_counts_duplicate_groups_and_conflicting_ones(tmp_path, database_url):
+    source = seed_source(tmp_path, "planet")
+    # The seed's images are plain colours, one perceptual hash: exact copies only here.
+    config = seed_config(
+        "planet", tmp_path, database_url, "data.label_files=*.csv", "data.near_duplicates=false"
+    )
+    first = ingest(config)
+    assert (first.n_duplicate_groups, first.n_duplicate_samples, first.n_conflicting_groups) == (0, 0, 0)
+    assert "duplicate" not in str(first)
+    images = source / "train-jpg"
+    shutil.copy(images / "train_0.jpg", images / "copy_a.jpg")  # same labels: a group, no conflict
+    shutil.copy(images / "train_0.jpg", images / "copy_b.jpg")
+    shutil.copy(images / "train_2.jpg", images / "copy_c.jpg")  # other labels: label noise
+    (source / "copies.csv").write_text(
+        "image_name,tags\ncopy_a,haze primary\ncopy_b,haze primary\ncopy_c,cloudy\n"
+    )
+    second = ingest(config)
+    assert (second.n_duplicate_groups, second.n_duplicate_samples, second.n_conflicting_groups) == (2, 5, 1)
+    assert "2 duplicate groups (5 samples, 1 with conflicting labels)" in str(second)

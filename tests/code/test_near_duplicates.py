@@ -12,8 +12,9 @@ from foldwise.config import load_config
 from foldwise.db.folds import latest_fold_set
 from foldwise.db.samples import StoredSample, stored_samples
 from foldwise.db.session import session_scope
+from foldwise.duplicates import duplicate_groups, near_pairs
 from foldwise.tasks.demo import IMAGE_DIR, deliver_drop
-from foldwise.tasks.folds import build_folds, duplicate_groups, near_pairs
+from foldwise.tasks.folds import build_folds
 from foldwise.tasks.ingest import ingest
 from tests.conftest import CONFIGS, SETTLED
 

@@ -4,6 +4,7 @@ empty one, one after `foldwise ingest` alone, and one with a run running."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import streamlit as st
 from sqlalchemy import delete, select
 
 from foldwise.config import load_config
+from foldwise.dashboard.views import data_view
 from foldwise.db import registry, training
 from foldwise.db.models import (
     ClassMetric,
@@ -96,6 +98,36 @@ def test_after_ingest_alone_the_data_page_shows_the_data(monkeypatch, tmp_path):
     for page in ("Overview", "Run detail", "Predictions"):
         app = open_app(monkeypatch, url, page)
         assert "No runs yet" in app.info[0].value and "Data page" in app.info[0].value
+
+
+def test_the_data_page_shows_duplicate_groups_conflicting_first(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'foldwise.db'}"
+    config = tiny_demo_config(tmp_path, url, "data.near_duplicates=false")  # exact copies: known groups
+    drop = deliver_drop(config.source.path, n_images=12)
+    images = config.source.path / "images"
+    rows = dict(line.split(",") for line in drop.label_file.read_text().splitlines()[1:])
+    shutil.copy(images / "d01_00003.png", images / "copy_same.png")  # same labels
+    shutil.copy(images / "d01_00007.png", images / "copy_other.png")  # labels no sample of it has
+    (config.source.path / "labels_copies.csv").write_text(
+        f"image_name,tags\ncopy_same,{rows['d01_00003']}\ncopy_other,conflict\n"
+    )
+    ingest(config)
+    app = open_app(monkeypatch, url, "Data")
+    metrics = {m.label: m.value for m in app.metric}
+    shown = [metrics[name] for name in ("Duplicate groups", "Samples in them", "With conflicting labels")]
+    assert shown == ["2", "4", "1"]
+    groups = table(app, "members (labels)")
+    assert groups.values.tolist() == [  # conflicting first
+        [True, 2, f"d01_00007 ({rows['d01_00007']}) / copy_other (conflict)"],
+        [False, 2, f"d01_00003 ({rows['d01_00003']}) / copy_same ({rows['d01_00003']})"],
+    ]
+    monkeypatch.setattr(data_view, "MAX_GROUPS_SHOWN", 1)
+    app = open_app(monkeypatch, url, "Data")
+    assert table(app, "members (labels)")["conflicting labels"].tolist() == [True]
+    assert (
+        "The first 1 of 2 groups; `foldwise samples --status duplicates` lists them all."
+        in app.caption.values
+    )
 
 
 def test_runs_without_samples_do_not_break_the_data_page(monkeypatch, tmp_path):

@@ -26,11 +26,13 @@ from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
+from foldwise.db.folds import latest_fold_set
 from foldwise.db.models import ACTIVE, QUARANTINED, RETIRED, DataPull, Prediction, Run, Sample
 from foldwise.db.session import get_engine, session_scope
 from foldwise.flows.retrain import retrain
 from foldwise.tasks.cache import ImageCache, item_sizes
 from foldwise.tasks.demo import deliver_drop
+from foldwise.tasks.folds import build_folds
 from foldwise.tasks.images import ORIENTATION_TAG, read_image, to_item
 from foldwise.tasks.ingest import PullSummary
 from foldwise.tasks.label_files import IngestError
@@ -941,6 +943,47 @@ def read_only_image_cache(drops):
     error = new_image_refused_then_pulled(drops, read_only(cache))
     assert error.startswith(f"DiskError: cannot write the image cache {cache}/"), error
     assert "Read-only file system (" in error and "make it writable for this user" in error
+
+
+# Duplicate images ---------------------------------------------------------------------------------
+
+
+def copy_of_an_image(drops: Drops, labels: str, copy_labels: str) -> tuple[PullSummary, PullSummary]:
+    """An image pulled, then its exact byte copy under a new id: accepted, one duplicate group more.
+    The summaries of the pull before the copy and of the copy's."""
+    drops.image("original", noise(8, seed=1001))  # unlike base_a and base_b (one image: a group already)
+    drops.drop(HEADER + f"original,{labels}\n")
+    before = drops.pull()
+    drops.image("copy", (drops.images / "original.png").read_bytes())
+    drops.drop(HEADER + f"copy,{copy_labels}\n")
+    after = drops.pull()
+    assert (after.n_added, after.n_quarantined, drops.status("copy")) == (1, 0, (ACTIVE, None))
+    assert drops.sample("copy").content_hash == drops.sample("original").content_hash
+    assert (after.n_duplicate_groups, after.n_duplicate_samples) == (
+        before.n_duplicate_groups + 1,
+        before.n_duplicate_samples + 2,
+    )
+    return before, after
+
+
+@case()
+def exact_copy_under_a_new_id_with_the_same_labels(drops):
+    """Accepted, and kept with its original: the same fold, or the gate set with it."""
+    deliver_drop(drops.root, n_images=20)  # enough samples for folds and a gate set
+    before, summary = copy_of_an_image(drops, "one", "one")
+    assert summary.n_conflicting_groups == before.n_conflicting_groups  # no new label noise
+    build_folds(drops.config(), summary.dataset_version)
+    with session_scope(drops.url) as session:
+        folds = latest_fold_set(session=session).folds
+    assert folds[drops.sample("copy").id] == folds[drops.sample("original").id]
+
+
+@case()
+def exact_copy_under_a_new_id_with_conflicting_labels(drops):
+    """Accepted (which label is right is the user's call), and reported as label noise."""
+    before, summary = copy_of_an_image(drops, "zero", "one")
+    assert summary.n_conflicting_groups == before.n_conflicting_groups + 1
+    assert f"{summary.n_conflicting_groups} with conflicting labels" in str(summary)
 
 
 @pytest.mark.parametrize(("bad_input", "outcome"), CASES, ids=[function.__name__ for function, _ in CASES])
