@@ -74,7 +74,7 @@ def duplicate_groups(samples: Sequence[HashedSample], near_distance: int | None 
     rows_by_key: dict[str, list[int]] = defaultdict(list)
     for row, sample in enumerate(samples):
         rows_by_key[sample.content_hash].append(row)
-        if near_distance is not None and sample.perceptual_hash is not None:
+        if near_distance is not None and sample.perceptual_hash:  # '' : a near-uniform image
             rows_by_key["phash:" + sample.perceptual_hash].append(row)  # identical pHashes: one bucket
     for rows in rows_by_key.values():
         sets.union(rows)

@@ -48,7 +48,10 @@ def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold number per row; samples without labels still spread evenly (they are one 'combination')."""
     folds = np.full(len(labels), GATE_SET, dtype=int)
     if len(labels) < n_folds:
-        raise ValueError(f"{len(labels)} samples cannot fill {n_folds} folds; lower folds.n_folds")
+        raise ValueError(
+            f"{len(labels)} samples (a group of duplicate images counts once) cannot fill {n_folds} folds; "
+            "lower folds.n_folds"
+        )
     # An extra "no label" column stratifies label-less samples instead of dumping them anywhere.
     with_empty = np.hstack([labels, (labels.sum(axis=1) == 0)[:, None]]).astype(int)
     splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)

@@ -56,9 +56,21 @@ class ImageCheck:
     trusted_hash: str | None
 
 
+HASH_SIDE = 32  # the grey square pHash reads
+FLAT_GREY_LEVELS = 2.0  # a spread of grey levels below which an image has no pattern to hash
+
+
 def perceptual_hash(pixels: np.ndarray) -> str:
-    """The 64-bit pHash of upright pixels, in hex: close for re-encoded or resized copies of an image."""
-    return str(imagehash.phash(Image.fromarray(pixels)))
+    """The 64-bit pHash of upright pixels, in hex: close for re-encoded or resized copies of an image.
+    '' for a near-uniform image: its pHash is rounding noise, the same for every near-uniform image
+    whatever its colour, so such an image is grouped by its exact content only."""
+    image = Image.fromarray(pixels)
+    grey = np.asarray(
+        image.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR), dtype=float
+    )
+    if grey.std() < FLAT_GREY_LEVELS:
+        return ""
+    return str(imagehash.phash(image))
 
 
 def inspect_image(

@@ -15,6 +15,7 @@ from foldwise.db.session import session_scope
 from foldwise.duplicates import duplicate_groups, near_pairs
 from foldwise.tasks.demo import IMAGE_DIR, deliver_drop
 from foldwise.tasks.folds import build_folds
+from foldwise.tasks.image_checks import perceptual_hash
 from foldwise.tasks.ingest import ingest
 from tests.conftest import CONFIGS, SETTLED
 
@@ -39,6 +40,16 @@ def sample(row: int, content_hash: str, perceptual_hash: str | None) -> StoredSa
     return StoredSample(
         row, f"s{row}", "", content_hash, 0, 0, False, "active", None, frozenset(), perceptual_hash
     )
+
+
+def test_near_uniform_images_of_other_colours_are_not_near_duplicates():
+    """A flat image's pHash is rounding noise, alike for every flat image: it gets none."""
+    flat = [np.full((64, 64, 3), colour, dtype=np.uint8) for colour in ((10, 80, 200), (200, 30, 30))]
+    assert [perceptual_hash(pixels) for pixels in flat] == ["", ""]
+    hashes = [perceptual_hash(np.asarray(scene(seed))) for seed in (1, 2)]
+    assert all(len(value) == 16 for value in hashes) and hashes[0] != hashes[1]
+    samples = [sample(row, f"c{row}", value) for row, value in enumerate(["", "", *hashes])]
+    assert duplicate_groups(samples, near_distance=4) == [0, 1, 2, 3]
 
 
 def test_banding_finds_exactly_the_pairs_within_the_distance():
